@@ -1,0 +1,1 @@
+"""Switchboard auth service: users, sessions, tokens, API keys and signing keys."""

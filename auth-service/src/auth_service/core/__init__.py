@@ -1,0 +1,1 @@
+"""Cross-cutting pieces (security, cache, monitoring) of the auth service."""

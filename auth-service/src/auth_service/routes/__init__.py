@@ -1,0 +1,1 @@
+"""HTTP routes of the auth service (thin: translate HTTP, call services/)."""

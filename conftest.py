@@ -1,0 +1,7 @@
+"""Root conftest: the shared test fixtures (tests/fixtures/) for every service's tests."""
+
+pytest_plugins = [
+    "tests.fixtures.redis",
+    "tests.fixtures.processes",
+    "tests.fixtures.cluster",
+]

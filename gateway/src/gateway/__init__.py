@@ -1,0 +1,1 @@
+"""Switchboard gateway: the one public URL in front of every service."""

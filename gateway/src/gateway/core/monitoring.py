@@ -1,0 +1,65 @@
+"""Proxy-path telemetry: Prometheus metrics by service and a span per proxied request.
+
+The proxy path bypasses FastAPI, so it records its own metrics (labelled by service, not
+by path: bounded cardinality) and, when ``GATEWAY_TRACE_PROXY`` is on, opens a SERVER span
+whose context is sent upstream as ``traceparent``.
+"""
+
+from __future__ import annotations
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from prometheus_client import Counter, Gauge, Histogram
+
+from switchboard_common.metrics import LATENCY_BUCKETS
+
+PROXY_REQUESTS = Counter(
+    "switchboard_gateway_proxy_requests_total",
+    "Requests proxied to a service, by outcome status.",
+    ("service", "method", "status"),
+)
+PROXY_LATENCY = Histogram(
+    "switchboard_gateway_proxy_duration_seconds",
+    "Time from request start to the last response byte, proxied requests.",
+    ("service",),
+    buckets=LATENCY_BUCKETS,
+)
+PROXY_IN_FLIGHT = Gauge(
+    "switchboard_gateway_proxy_in_flight", "Proxied requests in flight.", ("service",)
+)
+UPSTREAM_ERRORS = Counter(
+    "switchboard_gateway_upstream_errors_total",
+    "Upstream failures seen by the proxy, by kind (refused, timeout, disconnected).",
+    ("service", "kind"),
+)
+
+_propagator = TraceContextTextMapPropagator()
+_tracer = trace.get_tracer("switchboard.gateway.proxy")
+
+
+def start_proxy_span(
+    name: str, traceparent: str | None, tracestate: str | None, attributes: dict[str, str]
+) -> Span:
+    carrier: dict[str, str] = {}
+    if traceparent:
+        carrier["traceparent"] = traceparent
+        if tracestate:
+            carrier["tracestate"] = tracestate
+    parent: Context | None = _propagator.extract(carrier) if carrier else None
+    return _tracer.start_span(name, context=parent, kind=SpanKind.SERVER, attributes=attributes)
+
+
+def span_traceparent(span: Span) -> str | None:
+    ctx = span.get_span_context()
+    if not ctx.is_valid:
+        return None
+    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+
+
+def span_trace_id(span: Span | None) -> str | None:
+    if span is None:
+        return None
+    ctx = span.get_span_context()
+    return format(ctx.trace_id, "032x") if ctx.is_valid else None

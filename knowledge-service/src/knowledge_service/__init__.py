@@ -1,0 +1,4 @@
+"""Switchboard knowledge service.
+
+Collections, documents, vector search and retrieval-augmented answers.
+"""

@@ -1,0 +1,15 @@
+"""Named dependencies for the knowledge service's routes."""
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from knowledge_service.config import Settings
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -1,0 +1,1 @@
+"""HTTP routes of the knowledge service (thin: translate HTTP, call services/)."""

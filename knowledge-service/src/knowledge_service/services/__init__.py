@@ -1,0 +1,1 @@
+"""Logic and upstream clients of the knowledge service."""

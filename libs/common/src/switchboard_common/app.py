@@ -1,0 +1,66 @@
+"""``create_service_app``: the one way a Switchboard service builds its FastAPI app.
+
+It wires what every service must have, so a service's ``main.py`` only assembles:
+problem+json exception handlers, request ids, body size limit, telemetry (traces, JSON
+logs, ``/metrics``), ``/health`` and ``/ready``, and OpenAPI that documents problem+json.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+
+from switchboard_common.body_limit import BodySizeLimitMiddleware
+from switchboard_common.exception_handlers import install_exception_handlers
+from switchboard_common.health import ReadinessChecks, health_router
+from switchboard_common.openapi import use_problem_schemas
+from switchboard_common.request_context import RequestContextMiddleware
+from switchboard_common.settings import ServiceSettings
+from switchboard_common.telemetry import setup_telemetry
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+def create_service_app(
+    settings: ServiceSettings,
+    *,
+    title: str,
+    description: str = "",
+    routers: Sequence[APIRouter] = (),
+    lifespan: Lifespan | None = None,
+    openapi_tags: list[dict[str, Any]] | None = None,
+    liveness_route: bool = True,
+) -> FastAPI:
+    """Build a service app; ``liveness_route=False`` when the service serves its own /health."""
+
+    @asynccontextmanager
+    async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if lifespan is None:
+            yield
+            return
+        async with lifespan(app):
+            yield
+
+    app = FastAPI(
+        title=title,
+        description=description,
+        version=settings.version,
+        lifespan=_lifespan,
+        openapi_tags=openapi_tags,
+    )
+    app.state.settings = settings
+    app.state.readiness = ReadinessChecks(timeout_s=settings.ready_check_timeout_s)
+    install_exception_handlers(app)
+    app.include_router(
+        health_router(settings.service_name, settings.version, liveness=liveness_route)
+    )
+    setup_telemetry(app, settings)  # before the routers: /metrics must precede any catch-all
+    for router in routers:
+        app.include_router(router)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware)
+    use_problem_schemas(app)
+    return app

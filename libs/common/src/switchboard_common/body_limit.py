@@ -1,0 +1,95 @@
+"""Reject request bodies over a size limit with a 413 problem.
+
+A declared ``Content-Length`` over the limit is refused before the app runs; a chunked body
+is counted as it streams and refused as soon as it crosses the limit.
+"""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from switchboard_common.problems import problem_bytes
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def too_large_message(
+    limit: int, path: str, request_id: str | None = None
+) -> tuple[Message, Message]:
+    """The 413 problem as two ASGI messages (with ``X-Request-ID`` when one is given)."""
+    body = problem_bytes(
+        413,
+        detail=f"Request body exceeds the limit of {limit} bytes. Send less, or split it.",
+        instance=path,
+        request_id=request_id,
+        extensions={"limit_bytes": limit},
+    )
+    start: Message = {
+        "type": "http.response.start",
+        "status": 413,
+        "headers": [
+            (b"content-type", b"application/problem+json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ],
+    }
+    if request_id is not None:
+        start["headers"].append((b"x-request-id", request_id.encode()))
+    return start, {"type": "http.response.body", "body": body}
+
+
+def declared_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+class BodySizeLimitMiddleware:
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = declared_length(scope)
+        if length is not None and length > self.max_bytes:
+            for message in too_large_message(self.max_bytes, scope["path"]):
+                await send(message)
+            return
+        if length is not None:
+            await self.app(scope, receive, send)
+            return
+
+        received = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except BodyTooLarge:
+            if started:
+                raise
+            for message in too_large_message(self.max_bytes, scope["path"]):
+                await send(message)

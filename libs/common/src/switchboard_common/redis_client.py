@@ -1,0 +1,68 @@
+"""Redis client factory.
+
+Uses a *blocking* connection pool: under a burst a command waits up to ``timeout_s`` for a
+free connection instead of failing with "Too many connections" (redis-py's default pool).
+Connect and command timeouts are explicit, so a frozen Redis costs seconds at most, never
+a hang.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from redis.asyncio import BlockingConnectionPool, Redis
+
+from switchboard_common.settings import ServiceSettings
+
+
+def create_redis(
+    url: str,
+    *,
+    max_connections: int = 64,
+    timeout_s: float = 2.0,
+    health_check_interval_s: int = 30,
+    decode_responses: bool = False,
+) -> Redis:
+    """An async Redis client over a blocking pool. Close it with ``await client.aclose()``."""
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        socket_timeout=timeout_s,
+        health_check_interval=health_check_interval_s,
+        decode_responses=decode_responses,
+    )
+    return Redis(connection_pool=pool)
+
+
+def redis_ping(client: Redis) -> RedisPing:
+    return RedisPing(client)
+
+
+class RedisPing:
+    """A readiness check: ``PING`` must answer."""
+
+    def __init__(self, client: Redis) -> None:
+        self.client = client
+
+    async def __call__(self) -> object:
+        return await self.client.ping()
+
+
+@asynccontextmanager
+async def managed_redis(app: FastAPI, settings: ServiceSettings) -> AsyncIterator[Redis]:
+    """Lifespan helper: create the client from settings, register readiness, close at exit."""
+    client = create_redis(
+        settings.redis_url,
+        max_connections=settings.redis_max_connections,
+        timeout_s=settings.redis_timeout_s,
+    )
+    app.state.redis = client
+    app.state.readiness.add("redis", redis_ping(client))
+    try:
+        yield client
+    finally:
+        await client.aclose()

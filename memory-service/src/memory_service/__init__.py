@@ -1,0 +1,1 @@
+"""Switchboard memory service: short-term conversation memory and long-term facts."""

@@ -1,0 +1,1 @@
+"""HTTP routes of the memory service (thin: translate HTTP, call services/)."""

@@ -1,0 +1,160 @@
+"""``switchboard-dev up|down|status``: the cluster on this machine, no Docker needed.
+
+``up`` starts Redis (unless ``SWITCHBOARD_REDIS_URL`` names one), the four services and the
+gateway, waits until each is ready, writes PID files under the run folder and prints the
+gateway URL. Running it again while the cluster is up changes nothing. ``down`` stops
+exactly the processes recorded in the PID files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from switchboard_devtools.cluster import ALL, GATEWAY, ClusterPlan, default_ports, start_cluster
+from switchboard_devtools.process import ProcessFailed, http_ok, pid_alive, stop_pid
+from switchboard_devtools.redis_server import redis_ping, start_redis
+
+DEFAULT_REDIS_PORT = 6380  # not 6379: never collide with a Redis the machine already runs
+
+
+class RunDir:
+    """PID files and logs of one local cluster."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.pids = root / "pids"
+        self.logs = root / "logs"
+
+    def write_pid(self, name: str, pid: int, argv0: str) -> None:
+        self.pids.mkdir(parents=True, exist_ok=True)
+        (self.pids / f"{name}.pid").write_text(f"{pid}\n{argv0}\n")
+
+    def recorded(self) -> dict[str, int]:
+        found: dict[str, int] = {}
+        if not self.pids.is_dir():
+            return found
+        for path in sorted(self.pids.glob("*.pid")):
+            try:
+                found[path.stem] = int(path.read_text().split()[0])
+            except (ValueError, IndexError, OSError):
+                path.unlink(missing_ok=True)
+        return found
+
+    def alive(self) -> dict[str, int]:
+        return {name: pid for name, pid in self.recorded().items() if pid_alive(pid)}
+
+    def forget(self, name: str) -> None:
+        (self.pids / f"{name}.pid").unlink(missing_ok=True)
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def cmd_up(run: RunDir) -> int:
+    ports = default_ports()
+    gateway_url = f"http://127.0.0.1:{ports['gateway']}"
+    alive = run.alive()
+    if alive and http_ok(gateway_url + "/health?strict=true"):
+        _say(f"Switchboard is already up at {gateway_url} (nothing to do; `make down` stops it).")
+        return 0
+    if alive:
+        _say("A previous cluster is half up; stopping it first.")
+        cmd_down(run, quiet=True)
+
+    t0 = time.monotonic()
+    redis_url = os.environ.get("SWITCHBOARD_REDIS_URL", "").rstrip("/")
+    if not redis_url:
+        port = int(os.environ.get("SWITCHBOARD_REDIS_PORT", DEFAULT_REDIS_PORT))
+        if redis_ping("127.0.0.1", port):
+            _say(f"→ Redis already answers on 127.0.0.1:{port}; using it")
+        else:
+            _say(f"→ starting Redis on 127.0.0.1:{port}")
+            try:
+                redis = start_redis(port, run.root / "redis", run.logs / "redis.log", persist=True)
+            except (ProcessFailed, RuntimeError) as exc:
+                _say(f"✗ Redis did not start: {exc}")
+                return 1
+            run.write_pid("redis", redis.pid, "redis-server")
+        redis_url = f"redis://127.0.0.1:{port}"
+    else:
+        _say(f"→ using Redis at {redis_url}")
+
+    _say("→ starting auth, inference, knowledge, memory, then the gateway")
+    plan = ClusterPlan(run_dir=run.root, ports=ports, redis_url=redis_url)
+    try:
+        started = start_cluster(
+            plan, timeout_s=float(os.environ.get("SWITCHBOARD_UP_TIMEOUT", 60)), progress=True
+        )
+    except ProcessFailed as exc:
+        _say(f"✗ {exc}")
+        cmd_down(run, quiet=True)
+        return 1
+    for name, proc in started.items():
+        run.write_pid(name, proc.pid, proc.argv[-1])
+
+    _say(
+        "\n"
+        "  ┌──────────────────────────────────────────────────────────────┐\n"
+        f"  │  Switchboard is up ({time.monotonic() - t0:4.1f}s)                                │\n"
+        f"  │  Gateway: {gateway_url:<51}│\n"
+        f"  │  API docs: {gateway_url + '/docs':<50}│\n"
+        "  └──────────────────────────────────────────────────────────────┘\n"
+        f"  Try:   curl -s {gateway_url}/health\n"
+        f"  Logs:  {run.logs}/   Stop: make down\n"
+    )
+    return 0
+
+
+def cmd_down(run: RunDir, *, quiet: bool = False) -> int:
+    recorded = run.recorded()
+    if not recorded:
+        if not quiet:
+            _say("Nothing to stop (no PID files under " + str(run.pids) + ").")
+        return 0
+    order = [GATEWAY.name, *(s.name for s in ALL if s is not GATEWAY), "redis"]
+    for name in sorted(recorded, key=lambda n: order.index(n) if n in order else len(order)):
+        pid = recorded[name]
+        if stop_pid(pid):
+            if not quiet:
+                _say(f"  stopped {name} (pid {pid})")
+        elif not quiet:
+            _say(f"  {name} (pid {pid}) was not running")
+        run.forget(name)
+    return 0
+
+
+def cmd_status(run: RunDir) -> int:
+    recorded = run.recorded()
+    if not recorded:
+        _say("Switchboard is not running (no PID files).")
+        return 1
+    for name, pid in recorded.items():
+        _say(f"  {name:<10} pid {pid:<8} {'running' if pid_alive(pid) else 'dead'}")
+    return 0 if all(pid_alive(p) for p in recorded.values()) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="switchboard-dev", description=__doc__)
+    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument(
+        "--run-dir",
+        type=Path,
+        default=Path(os.environ.get("SWITCHBOARD_RUN_DIR", ".run")),
+        help="Where PID files, logs and Redis data go (default .run, git-ignored).",
+    )
+    args = parser.parse_args(argv)
+    run = RunDir(args.run_dir.resolve())
+    if args.command == "up":
+        return cmd_up(run)
+    if args.command == "down":
+        return cmd_down(run)
+    return cmd_status(run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
