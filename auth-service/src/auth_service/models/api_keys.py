@@ -1,0 +1,61 @@
+"""Schemas of the API key routes, including the gateway's internal verification call."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_API_KEY_TTL_S = 5 * 366 * 24 * 3600
+
+
+class ApiKeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100)
+    scope: str | None = Field(
+        default=None,
+        max_length=512,
+        description="Space-separated subset of your scopes; default: your scopes except admin.",
+    )
+    expires_in_s: int | None = Field(
+        default=None, ge=1, le=MAX_API_KEY_TTL_S, description="Lifetime; omit for no expiry."
+    )
+
+
+class ApiKeyOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    prefix: str = Field(description="The key's first characters, to tell keys apart.")
+    scope: str
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+
+
+class ApiKeyCreated(ApiKeyOut):
+    key: str = Field(description="The secret. Shown once; store it now.")
+
+
+class ApiKeyList(BaseModel):
+    api_keys: list[ApiKeyOut]
+
+
+class ApiKeyVerifyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(min_length=1, max_length=256)
+
+
+class ApiKeyIdentity(BaseModel):
+    """Who an API key acts for (contract D); ``scope`` is space-separated like a JWT's."""
+
+    sub: str
+    username: str
+    scope: str
+    tier: str
+    role: str
+    api_key_id: str
+    expires_at: datetime | None
