@@ -17,7 +17,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_LINK_MODE := copy
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: install up down status test test-fast lint fmt bench lock clean help
+.PHONY: install up down status test test-fast lint fmt bench lock docs clean help
 
 help:
 	@grep -E '^#   make' Makefile | sed 's/^#   //'
@@ -66,3 +66,6 @@ bench: install
 
 clean: down
 	rm -rf $(VENV) .run .mypy_cache .ruff_cache
+
+docs: install
+	@UPDATE_DOCS=1 $(BIN)/python -m pytest -q tests/test_docs_config.py

@@ -4,6 +4,7 @@ app on uvicorn). ``memory`` routes to the echo upstream; ``knowledge`` to a clos
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
 import time
@@ -13,9 +14,9 @@ from dataclasses import dataclass
 import httpx
 import pytest
 import websockets
-from switchboard_devtools.ports import free_port
 from websockets.sync.client import connect as ws_connect
 
+from switchboard_devtools.ports import free_port
 from tests.fixtures.processes import Spawn, module_argv
 
 LIMIT = 64 * 1024
@@ -65,6 +66,9 @@ def stack(module_spawn: Spawn, black_hole: int) -> Stack:
             "GATEWAY_CONNECT_TIMEOUT_S": "1",
             "GATEWAY_MAX_BODY_BYTES": str(LIMIT),
             "GATEWAY_HEALTH_TIMEOUT_S": "0.5",
+            "GATEWAY_TRACE_PROXY": "true",  # a span per request even without an exporter
+            # pass-through is tested here; authentication in test_auth_enforcement.py
+            "GATEWAY_PUBLIC_PATHS": "/memory/*,/inference/*,/code/*,/v1/*,/api/*,/knowledge/*",
         },
         ready_url=gateway + "/ready",
     )
@@ -162,6 +166,15 @@ def test_hop_by_hop_and_connection_named_headers_are_dropped(client: httpx.Clien
     assert _header(echoed, "keep-alive") == []
 
 
+def test_client_cannot_send_identity_headers(client: httpx.Client) -> None:
+    echoed = client.get(
+        "/memory/echo",
+        headers={"X-Switchboard-Identity": "forged", "X-Switchboard-Signature": "00"},
+    ).json()
+    assert _header(echoed, "x-switchboard-identity") == []
+    assert _header(echoed, "x-switchboard-signature") == []
+
+
 def test_forwarded_headers_are_set_by_gateway_not_client(client: httpx.Client) -> None:
     echoed = client.get("/memory/echo", headers={"X-Forwarded-For": "6.6.6.6"}).json()
     assert _header(echoed, "x-forwarded-for") == ["127.0.0.1"]
@@ -190,9 +203,11 @@ def test_generated_request_id_reaches_upstream(client: httpx.Client) -> None:
 def test_traceparent_propagates_in_the_same_trace(client: httpx.Client) -> None:
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
     sent = f"00-{trace_id}-00f067aa0ba902b7-01"
-    received = _header(client.get("/memory/echo", headers={"traceparent": sent}).json(), "traceparent")
+    received = _header(
+        client.get("/memory/echo", headers={"traceparent": sent}).json(), "traceparent"
+    )
     assert len(received) == 1
-    version, got_trace, parent, flags = received[0].split("-")
+    _version, got_trace, parent, flags = received[0].split("-")
     assert got_trace == trace_id  # same trace
     assert parent != "00f067aa0ba902b7"  # the gateway's own span is the new parent
     assert flags == "01"
@@ -264,7 +279,9 @@ def test_upstream_crash_is_500_problem_without_internals(client: httpx.Client) -
 @pytest.mark.parametrize("kind", ["ndjson", "sse"])
 def test_stream_chunks_arrive_separately_and_spaced(client: httpx.Client, kind: str) -> None:
     arrivals: list[tuple[float, bytes]] = []
-    with client.stream("GET", "/memory/stream", params={"n": 5, "interval": 0.2, "kind": kind}) as resp:
+    with client.stream(
+        "GET", "/memory/stream", params={"n": 5, "interval": 0.2, "kind": kind}
+    ) as resp:
         assert resp.status_code == 200
         assert resp.headers["x-accel-buffering"] == "no"
         for piece in resp.iter_raw():
@@ -272,7 +289,7 @@ def test_stream_chunks_arrive_separately_and_spaced(client: httpx.Client, kind: 
     assert len(arrivals) == 5, [p for _, p in arrivals]
     spread = arrivals[-1][0] - arrivals[0][0]
     assert spread >= 0.8
-    gaps = [b[0] - a[0] for a, b in zip(arrivals, arrivals[1:], strict=False)]
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(arrivals)]
     assert min(gaps) >= 0.1  # no two chunks were batched together
 
 

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from pydantic_settings import SettingsConfigDict
+
 from switchboard_common import ServiceSettings, create_service_app, serve
 
 
@@ -64,7 +65,7 @@ async def stream(
         try:
             for i in range(n):
                 if kind == "sse":
-                    yield f"event: token\ndata: {{\"i\": {i}}}\n\n".encode()
+                    yield f'event: token\ndata: {{"i": {i}}}\n\n'.encode()
                 else:
                     yield f'{{"i": {i}}}\n'.encode()
                 if i < n - 1:
@@ -90,7 +91,9 @@ async def slow(prefix: str, seconds: float = Query(default=3.0, le=60)) -> dict[
 
 
 @router.get("/{prefix}/big")
-async def big(prefix: str, size: int = Query(default=2_000_000, le=50_000_000)) -> StreamingResponse:
+async def big(
+    prefix: str, size: int = Query(default=2_000_000, le=50_000_000)
+) -> StreamingResponse:
     async def body() -> AsyncIterator[bytes]:
         block = b"x" * 65536
         left = size
@@ -135,4 +138,8 @@ def create_app() -> Any:
 
 
 if __name__ == "__main__":
-    serve("tests.support.echo_upstream:create_app", EchoSettings(port=int(os.environ["ECHO_PORT"])), factory=True)
+    serve(
+        "tests.support.echo_upstream:create_app",
+        EchoSettings(port=int(os.environ["ECHO_PORT"])),
+        factory=True,
+    )

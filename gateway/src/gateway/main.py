@@ -8,24 +8,37 @@ from fastapi import FastAPI
 from gateway.config import Settings
 from gateway.core.dispatch import GatewayApp
 from gateway.core.route_table import RouteTable
+from gateway.core.security import Authenticator
 from gateway.routes import fallback, health
 from gateway.services.http_proxy import HttpProxy
 from gateway.services.upstreams import UpstreamPool
 from gateway.services.ws_proxy import WebSocketProxy
-from switchboard_common import create_service_app
+from switchboard_common import create_redis, create_service_app
 
 
 def create_app(settings: Settings | None = None) -> GatewayApp:
     settings = settings or Settings()
     upstreams = UpstreamPool(settings)
+    # Redis clients connect lazily; creating them here lets the app be assembled up front.
+    revocation_redis = create_redis(
+        settings.revocation_redis_url, max_connections=16, timeout_s=settings.redis_timeout_s
+    )
+    revocation_listener = create_redis(
+        settings.revocation_redis_url, max_connections=2, blocking_reads=True
+    )
+    auth = Authenticator(settings, upstreams, revocation_redis, revocation_listener)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await upstreams.start()
+        await auth.start()
         try:
             yield
         finally:
+            await auth.close()
             await upstreams.close()
+            await revocation_listener.aclose()
+            await revocation_redis.aclose()
 
     api = create_service_app(
         settings,
@@ -36,9 +49,11 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
         liveness_route=False,
     )
     api.state.upstreams = upstreams
+    api.state.auth = auth
     return GatewayApp(
         api,
         RouteTable(),
+        auth,
         HttpProxy(upstreams, settings),
         WebSocketProxy(upstreams, max_message_bytes=settings.max_body_bytes),
     )

@@ -36,8 +36,14 @@ GATEWAY_SET = frozenset(
         b"x-forwarded-host",
         b"traceparent",
         b"tracestate",
+        b"content-length",  # the proxy frames the body itself
+        b"expect",  # the gateway's server answers 100-continue; the body is sent at once
+        b"x-switchboard-identity",  # identity is the gateway's to vouch for, never a client's
+        b"x-switchboard-signature",
     }
 )
+# The client's own credentials: consumed by the gateway, not handed to services.
+CREDENTIALS = frozenset({b"authorization", b"x-api-key"})
 WEBSOCKET_HANDSHAKE = frozenset(
     {
         b"sec-websocket-key",
@@ -57,18 +63,28 @@ STREAMING_TYPES = (b"text/event-stream", b"application/x-ndjson")
 class UpstreamRequestHeaders:
     """What the proxy needs from the client's headers, gathered in one pass."""
 
-    headers: list[tuple[str, str]] = field(default_factory=list)
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     content_length: int | None = None
     chunked: bool = False
     traceparent: str | None = None
     tracestate: str | None = None
 
 
+_DROPPED = HOP_BY_HOP | GATEWAY_SET
+_DROPPED_AUTHENTICATED = _DROPPED | CREDENTIALS
+
+
 def upstream_request_headers(
-    scope: Scope, request_id: str, *, websocket: bool = False
+    scope: Scope,
+    request_id: str,
+    *,
+    identity: list[tuple[bytes, bytes]] | None = None,
+    websocket: bool = False,
 ) -> UpstreamRequestHeaders:
+    """Headers for the upstream. With ``identity`` (an authenticated route) the client's
+    credentials are replaced by the gateway-signed identity headers."""
     raw: list[tuple[bytes, bytes]] = scope["headers"]
-    dropped = HOP_BY_HOP | GATEWAY_SET
+    dropped = _DROPPED if identity is None else _DROPPED_AUTHENTICATED
     if websocket:
         dropped = dropped | WEBSOCKET_HANDSHAKE
     named_in_connection: set[bytes] = set()
@@ -94,32 +110,36 @@ def upstream_request_headers(
     for name, value in raw:
         if name in dropped or name in named_in_connection:
             continue
-        headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        headers.append((name, value))
     client = scope.get("client")
-    headers.append(("x-request-id", request_id))
-    headers.append(("x-forwarded-for", client[0] if client else "unknown"))
-    headers.append(("x-forwarded-proto", scope.get("scheme", "http")))
+    headers.append((b"x-request-id", request_id.encode()))
+    headers.append((b"x-forwarded-for", client[0].encode() if client else b"unknown"))
+    headers.append((b"x-forwarded-proto", scope.get("scheme", "http").encode()))
     if host:
-        headers.append(("x-forwarded-host", host.decode("latin-1")))
+        headers.append((b"x-forwarded-host", host))
+    if identity:
+        headers.extend(identity)
     return out
 
 
 def client_response_headers(
-    raw: tuple[tuple[bytes, bytes], ...], request_id: bytes
+    raw: list[tuple[bytes, bytes]], request_id: bytes
 ) -> tuple[list[tuple[bytes, bytes]], bool, int | None]:
-    """Response headers for the client, whether the body is a stream, and its length."""
+    """Response headers for the client, whether the body is a stream, and its length.
+
+    ``raw`` names must already be lower-case (the upstream client lower-cases them).
+    """
     headers: list[tuple[bytes, bytes]] = []
     streaming = False
     length: int | None = None
     for name, value in raw:
-        lname = name.lower()
-        if lname in HOP_BY_HOP or lname in RESPONSE_REPLACED:
+        if name in HOP_BY_HOP or name in RESPONSE_REPLACED:
             continue
-        if lname == b"content-length":
+        if name == b"content-length":
             length = int(value)
-        elif lname == b"content-type" and value.startswith(STREAMING_TYPES):
+        elif name == b"content-type" and value.startswith(STREAMING_TYPES):
             streaming = True
-        headers.append((lname, value))
+        headers.append((name, value))
     headers.append((b"x-request-id", request_id))
     if streaming:
         headers.append((b"x-accel-buffering", b"no"))

@@ -35,6 +35,35 @@ UPSTREAM_ERRORS = Counter(
     ("service", "kind"),
 )
 
+
+class ServiceMetrics:
+    """Metric children of one service, resolved once (``labels()`` is a dict lookup with
+    locking; the hot path should not pay it three times per request)."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self.in_flight = PROXY_IN_FLIGHT.labels(service)
+        self.latency = PROXY_LATENCY.labels(service)
+        self._requests: dict[tuple[str, int], Counter] = {}
+
+    def requests(self, method: str, status: int) -> Counter:
+        key = (method, status)
+        child = self._requests.get(key)
+        if child is None:
+            child = self._requests[key] = PROXY_REQUESTS.labels(self.service, method, str(status))
+        return child
+
+
+_service_metrics: dict[str, ServiceMetrics] = {}
+
+
+def proxy_metrics(service: str) -> ServiceMetrics:
+    metrics = _service_metrics.get(service)
+    if metrics is None:
+        metrics = _service_metrics[service] = ServiceMetrics(service)
+    return metrics
+
+
 _propagator = TraceContextTextMapPropagator()
 _tracer = trace.get_tracer("switchboard.gateway.proxy")
 

@@ -1,15 +1,16 @@
-"""The HTTP proxy hot path: a raw ASGI callable, no FastAPI routing, no httpx.
+"""The HTTP proxy hot path: a raw ASGI callable, no FastAPI routing, no httpx, no aiohttp.
 
 Per request it: takes or makes the request id, rewrites headers in one pass, refuses an
-oversized body (413) before any upstream call, forwards method/path/query/body, and
-streams the response back chunk by chunk (SSE and NDJSON arrive as the upstream writes
-them). Small bodies with a known length are read whole (one upstream write, one client
-write); anything else streams in both directions.
+oversized body (413) before any upstream call, forwards method/path/query/body over a
+pooled keep-alive connection, and streams the response back chunk by chunk (SSE and
+NDJSON arrive as the upstream writes them). Small bodies with a known length are read
+whole (one upstream write, one client write); anything else streams in both directions.
 
 Failures before the response starts become problems: refused → 503, timeout → 504, other
 transport errors → 502. After the response started, an upstream failure can only cut the
 connection (the client sees an incomplete body, never a silently truncated "success").
-A client that disconnects mid-stream cancels the upstream request.
+A client that disconnects mid-stream closes the upstream connection: the service sees the
+cancel.
 """
 
 from __future__ import annotations
@@ -19,10 +20,8 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
-import aiohttp
 from opentelemetry.trace import Span, StatusCode
 from starlette.types import Receive, Scope, Send
-from yarl import URL
 
 from gateway.config import Settings
 from gateway.core.headers import (
@@ -31,18 +30,26 @@ from gateway.core.headers import (
     upstream_request_headers,
 )
 from gateway.core.monitoring import (
-    PROXY_IN_FLIGHT,
-    PROXY_LATENCY,
-    PROXY_REQUESTS,
     UPSTREAM_ERRORS,
+    proxy_metrics,
     span_trace_id,
     span_traceparent,
     start_proxy_span,
 )
+from gateway.core.responses import send_problem
+from gateway.services.upstream_client import (
+    UpstreamClient,
+    UpstreamConnectError,
+    UpstreamConnection,
+    UpstreamDisconnected,
+    UpstreamError,
+    UpstreamResponse,
+    UpstreamTimeout,
+)
 from gateway.services.upstreams import UpstreamPool
 from switchboard_common.body_limit import too_large_message
-from switchboard_common.problems import problem_bytes
 from switchboard_common.request_context import request_id_from_headers
+from switchboard_common.telemetry import otlp_endpoint
 
 logger = logging.getLogger("switchboard.gateway.proxy")
 
@@ -65,18 +72,56 @@ class UpstreamFailure(Exception):
         self.detail = detail
 
 
+class RequestBodyStream:
+    """The client's body as an async iterator, cut off past ``limit`` bytes."""
+
+    def __init__(self, receive: Receive, limit: int) -> None:
+        self.receive = receive
+        self.limit = limit
+        self.finished = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        total = 0
+        while True:
+            message = await self.receive()
+            if message["type"] != "http.request":
+                return
+            chunk: bytes = message.get("body", b"")
+            total += len(chunk)
+            if total > self.limit:
+                raise BodyTooLarge
+            if chunk:
+                yield chunk
+            if not message.get("more_body", False):
+                self.finished = True
+                return
+
+
 class HttpProxy:
     def __init__(self, pool: UpstreamPool, settings: Settings) -> None:
         self.pool = pool
         self.max_body = settings.max_body_bytes
         self.read_timeout = settings.read_timeout_s
-        self.trace = settings.trace_proxy
+        self.trace = (
+            settings.trace_proxy if settings.trace_proxy is not None else bool(otlp_endpoint())
+        )
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send, service: str) -> None:
+    async def __call__(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        service: str,
+        identity: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        """Proxy one request. ``identity``: gateway-signed headers for an authenticated
+        caller (the client's credentials are then not forwarded); None on public routes."""
         started = time.perf_counter()
         method: str = scope["method"]
-        request_id = request_id_from_headers(scope["headers"])
-        req = upstream_request_headers(scope, request_id)
+        request_id = scope.get("switchboard.request_id") or request_id_from_headers(
+            scope["headers"]
+        )
+        req = upstream_request_headers(scope, request_id, identity=identity)
         span: Span | None = None
         if self.trace:
             span = start_proxy_span(
@@ -87,21 +132,21 @@ class HttpProxy:
             )
             traceparent = span_traceparent(span)
             if traceparent:
-                req.headers.append(("traceparent", traceparent))
+                req.headers.append((b"traceparent", traceparent.encode()))
         elif req.traceparent:
-            req.headers.append(("traceparent", req.traceparent))
+            req.headers.append((b"traceparent", req.traceparent.encode()))
         if req.tracestate:
-            req.headers.append(("tracestate", req.tracestate))
+            req.headers.append((b"tracestate", req.tracestate.encode()))
 
-        in_flight = PROXY_IN_FLIGHT.labels(service)
-        in_flight.inc()
+        metrics = proxy_metrics(service)
+        metrics.in_flight.inc()
         status = 500
         try:
             status = await self._forward(scope, receive, send, service, req, request_id, span)
         finally:
-            in_flight.dec()
-            PROXY_LATENCY.labels(service).observe(time.perf_counter() - started)
-            PROXY_REQUESTS.labels(service, method, str(status)).inc()
+            metrics.in_flight.dec()
+            metrics.latency.observe(time.perf_counter() - started)
+            metrics.requests(method, status).inc()
             if span is not None:
                 span.set_attribute("http.response.status_code", status)
                 if status >= 500:
@@ -120,45 +165,34 @@ class HttpProxy:
     ) -> int:
         rid = request_id.encode()
         path: str = scope["path"]
-        length: int | None = req.content_length
+        length = req.content_length
         if length is not None and length < 0:
-            return await self._problem(
-                send, 400, "Invalid Content-Length header.", scope, rid, span
-            )
+            detail = "Invalid Content-Length header."
+            return await self._problem(send, 400, detail, scope, rid, span)
         if length is not None and length > self.max_body:
-            start, body = too_large_message(self.max_body, path, request_id)
-            await send(start)
-            await send(body)
-            return 413
+            return await self._too_large(send, path, request_id)
 
-        data: bytes | AsyncIterator[bytes] | None
+        body = b""
         stream: RequestBodyStream | None = None
-        if length is None and not req.chunked:
-            data = None
-        elif length is not None and length <= BUFFER_LIMIT:
-            data = await self._read_body(receive)
-        else:
+        if req.chunked or (length is not None and length > BUFFER_LIMIT):
             stream = RequestBodyStream(receive, self.max_body)
-            data = stream.__aiter__()
+        elif length:
+            body = await _read_body(receive)
 
-        raw_path: bytes = scope.get("raw_path") or path.encode()
+        target: bytes = scope.get("raw_path") or path.encode()
         query: bytes = scope.get("query_string", b"")
-        target = self.pool.base_url(service) + raw_path.decode("latin-1")
         if query:
-            target += "?" + query.decode("latin-1")
-        url = URL(target, encoded=True)
+            target += b"?" + query
         method: str = scope["method"]
-        replayable = method in IDEMPOTENT and stream is None
-
+        client = self.pool.clients[service]
         try:
-            resp = await self._request(method, url, req.headers, data, service, replayable)
-        except (BodyTooLarge, UpstreamFailure) as failure:
-            if stream is not None and stream.exceeded:
-                start, body = too_large_message(self.max_body, path, request_id)
-                await send(start)
-                await send(body)
-                return 413
-            assert isinstance(failure, UpstreamFailure)
+            conn, resp = await self._exchange(
+                client, method, target, req.headers, body, stream, length
+            )
+        except BodyTooLarge:
+            return await self._too_large(send, path, request_id)
+        except UpstreamError as exc:
+            failure = _as_failure(exc, service)
             UPSTREAM_ERRORS.labels(service, failure.kind).inc()
             logger.warning(
                 "upstream %s failed: %s", service, failure.kind, extra={"request_id": request_id}
@@ -168,59 +202,58 @@ class HttpProxy:
                 send, failure.status, failure.detail, scope, rid, span, headers
             )
 
+        body_consumed = stream is None or stream.finished
         try:
-            body_consumed = stream is None or stream.finished
-            return await self._respond(resp, scope, receive, send, rid, body_consumed, service)
+            return await self._respond(
+                conn, resp, scope, receive, send, rid, body_consumed, service
+            )
         finally:
-            resp.release()
+            client.release(conn, resp)
 
-    async def _request(
+    async def _exchange(
         self,
+        client: UpstreamClient,
         method: str,
-        url: URL,
-        headers: list[tuple[str, str]],
-        data: bytes | AsyncIterator[bytes] | None,
-        service: str,
-        replayable: bool,
-    ) -> aiohttp.ClientResponse:
-        attempts = 2 if replayable else 1
-        for attempt in range(attempts):
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        stream: RequestBodyStream | None,
+        length: int | None,
+    ) -> tuple[UpstreamConnection, UpstreamResponse]:
+        """Send the request and wait for the response head; replay once on a stale socket."""
+        replayable = method in IDEMPOTENT and stream is None
+        while True:
+            conn = client.idle_connection()
+            reused = conn is not None
+            if conn is None:
+                conn = await client.connect()
             try:
-                return await self.pool.session.request(
-                    method, url, headers=headers, data=data, allow_redirects=False
-                )
-            except BodyTooLarge:
-                raise
-            except aiohttp.ClientConnectorError as exc:
-                raise UpstreamFailure(
-                    503,
-                    "refused",
-                    f"The {service} service is unavailable (cannot connect: {exc.os_error}). "
-                    "Retry shortly; if it persists, check that the service is running.",
-                ) from exc
-            except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-                raise UpstreamFailure(
-                    504,
-                    "timeout",
-                    f"The {service} service did not answer in time. Retry later or raise "
-                    "GATEWAY_READ_TIMEOUT_S / GATEWAY_CONNECT_TIMEOUT_S.",
-                ) from exc
-            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-                # A pooled keep-alive connection the upstream had closed: safe to replay once.
-                if attempt + 1 < attempts:
+                if stream is None:
+                    framing = b"content-length: %d\r\n" % len(body) if length is not None else b""
+                    resp = conn.start(client.head(method, target, headers, framing), body)
+                else:
+                    chunked = b"transfer-encoding: chunked\r\n"
+                    resp = conn.start(client.head(method, target, headers, chunked), b"")
+                    async for chunk in stream:
+                        await conn.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    await conn.write(b"0\r\n\r\n")
+                await resp.read_headers(self.read_timeout)
+            except UpstreamDisconnected as exc:
+                conn.close()
+                # A pooled connection the upstream had already closed: safe to replay once.
+                if reused and exc.before_response and replayable:
+                    replayable = False
                     continue
-                raise UpstreamFailure(
-                    502, "disconnected", f"The {service} service closed the connection early."
-                ) from exc
-            except aiohttp.ClientError as exc:
-                raise UpstreamFailure(
-                    502, "protocol", f"The {service} service sent an invalid response."
-                ) from exc
-        raise AssertionError("unreachable")
+                raise
+            except BaseException:
+                conn.close()
+                raise
+            return conn, resp
 
     async def _respond(
         self,
-        resp: aiohttp.ClientResponse,
+        conn: UpstreamConnection,
+        resp: UpstreamResponse,
         scope: Scope,
         receive: Receive,
         send: Send,
@@ -228,24 +261,30 @@ class HttpProxy:
         body_consumed: bool,
         service: str,
     ) -> int:
-        headers, streaming, length = client_response_headers(resp.raw_headers, rid)
-        no_body = scope["method"] == "HEAD" or resp.status in (204, 304)
-        if no_body or (not streaming and length is not None and length <= BUFFER_LIMIT):
+        headers, streaming, length = client_response_headers(resp.headers, rid)
+        status = resp.status
+        if scope["method"] == "HEAD":
+            conn.close()  # the parser would wait for a body the upstream will not send
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send(_EMPTY_BODY)
+            return status
+        if not streaming and length is not None and length <= BUFFER_LIMIT:
             try:
-                body = b"" if no_body else await resp.read()
-            except (TimeoutError, aiohttp.ClientError):
+                body = await resp.read(self.read_timeout)
+            except UpstreamError:
+                conn.close()
                 UPSTREAM_ERRORS.labels(service, "timeout").inc()
                 detail = f"The {service} service stopped sending its response."
                 return await self._problem(send, 504, detail, scope, rid, None)
-            await send({"type": "http.response.start", "status": resp.status, "headers": headers})
+            await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": body})
-            return resp.status
+            return status
 
-        await send({"type": "http.response.start", "status": resp.status, "headers": headers})
-        pump = asyncio.ensure_future(self._pump(resp, send))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         if not body_consumed:
-            await pump
-            return resp.status
+            await self._pump(conn, resp, send, service)
+            return status
+        pump = asyncio.ensure_future(self._pump(conn, resp, send, service))
         watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
         done, _ = await asyncio.wait({pump, watcher}, return_when=asyncio.FIRST_COMPLETED)
         if pump in done:
@@ -253,30 +292,29 @@ class HttpProxy:
             pump.result()
         else:
             pump.cancel()
-            resp.close()  # drop the upstream connection: the upstream sees the cancel
+            conn.close()  # drop the upstream connection: the upstream sees the cancel
             logger.info("client went away mid-stream; upstream %s request cancelled", service)
-        return resp.status
+        return status
 
-    async def _pump(self, resp: aiohttp.ClientResponse, send: Send) -> None:
+    async def _pump(
+        self, conn: UpstreamConnection, resp: UpstreamResponse, send: Send, service: str
+    ) -> None:
         try:
-            async for chunk in resp.content.iter_any():
+            async for chunk in resp.iter_body(self.read_timeout):
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except UpstreamError as exc:
             # Too late for a problem: cut the connection so the client sees the failure.
-            logger.warning("upstream stream failed mid-body: %s", type(exc).__name__)
+            conn.close()
+            UPSTREAM_ERRORS.labels(service, "mid_stream").inc()
+            logger.warning("upstream %s failed mid-body: %s", service, exc)
             return
         await send(_EMPTY_BODY)
 
-    async def _read_body(self, receive: Receive) -> bytes:
-        chunks: list[bytes] = []
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
-        return b"".join(chunks)
+    async def _too_large(self, send: Send, path: str, request_id: str) -> int:
+        start, body = too_large_message(self.max_body, path, request_id)
+        await send(start)
+        await send(body)
+        return 413
 
     async def _problem(
         self,
@@ -288,53 +326,47 @@ class HttpProxy:
         span: Span | None,
         extra_headers: list[tuple[bytes, bytes]] | None = None,
     ) -> int:
-        body = problem_bytes(
+        return await send_problem(
+            send,
             status,
-            detail=detail,
+            detail,
             instance=scope["path"],
             request_id=rid.decode(),
             trace_id=span_trace_id(span),
+            headers=extra_headers,
         )
-        headers = [
-            (b"content-type", b"application/problem+json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"x-request-id", rid),
-            *(extra_headers or ()),
-        ]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-        return status
 
 
-class RequestBodyStream:
-    """The client's body as an async iterator for aiohttp, cut off past ``limit`` bytes.
+def _as_failure(exc: UpstreamError, service: str) -> UpstreamFailure:
+    if isinstance(exc, UpstreamConnectError):
+        return UpstreamFailure(
+            503,
+            "refused",
+            f"The {service} service is unavailable (cannot connect: {exc}). "
+            "Retry shortly; if it persists, check that the service is running.",
+        )
+    if isinstance(exc, UpstreamTimeout):
+        return UpstreamFailure(
+            504,
+            "timeout",
+            f"The {service} service did not answer in time. Retry later, or raise "
+            "GATEWAY_READ_TIMEOUT_S if its requests are legitimately slow.",
+        )
+    return UpstreamFailure(
+        502, "disconnected", f"The {service} service closed the connection early."
+    )
 
-    aiohttp wraps errors raised while it reads the body, so ``exceeded`` tells the proxy
-    afterwards that the failure was the size limit (413), not the upstream (502).
-    """
 
-    def __init__(self, receive: Receive, limit: int) -> None:
-        self.receive = receive
-        self.limit = limit
-        self.exceeded = False
-        self.finished = False
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        total = 0
-        while True:
-            message = await self.receive()
-            if message["type"] != "http.request":
-                return
-            chunk: bytes = message.get("body", b"")
-            total += len(chunk)
-            if total > self.limit:
-                self.exceeded = True
-                raise BodyTooLarge
-            if chunk:
-                yield chunk
-            if not message.get("more_body", False):
-                self.finished = True
-                return
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def _wait_for_disconnect(receive: Receive) -> None:

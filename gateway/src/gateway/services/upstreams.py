@@ -1,16 +1,18 @@
-"""The upstream services and the one shared aiohttp session used to reach them.
+"""The upstream services and the clients used to reach them.
 
-aiohttp, not httpx, on the proxy path: measured on this machine a raw ASGI proxy with one
-shared aiohttp session keeps ~0.95x of direct throughput where a FastAPI handler with httpx
-keeps ~0.09x (see `make bench`). The session is created in the gateway's lifespan and
-closed on shutdown.
+Two kinds of client, created in the gateway's lifespan and closed on shutdown:
+- one lean keep-alive :class:`UpstreamClient` per service for the HTTP proxy hot path;
+- one shared aiohttp session for WebSockets and the gateway's own health calls.
 """
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import aiohttp
 
 from gateway.config import Settings
+from gateway.services.upstream_client import UpstreamClient
 
 
 class UpstreamPool:
@@ -19,6 +21,17 @@ class UpstreamPool:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.base_urls: dict[str, str] = settings.upstream_urls()
+        self.clients: dict[str, UpstreamClient] = {}
+        for service, url in self.base_urls.items():
+            parts = urlsplit(url)
+            assert parts.hostname is not None
+            assert parts.port is not None
+            self.clients[service] = UpstreamClient(
+                parts.hostname,
+                parts.port,
+                connect_timeout_s=settings.connect_timeout_s,
+                keepalive_s=settings.upstream_keepalive_s,
+            )
         self._session: aiohttp.ClientSession | None = None
         self.timeout = aiohttp.ClientTimeout(
             total=None,
@@ -51,6 +64,8 @@ class UpstreamPool:
         )
 
     async def close(self) -> None:
+        for client in self.clients.values():
+            client.close()
         if self._session is not None:
             await self._session.close()
             self._session = None

@@ -13,12 +13,12 @@ import contextlib
 import logging
 
 import aiohttp
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 from yarl import URL
 
 from gateway.core.headers import upstream_request_headers
+from gateway.core.responses import deny_websocket
 from gateway.services.upstreams import UpstreamPool
-from switchboard_common.problems import problem_bytes
 from switchboard_common.request_context import request_id_from_headers
 
 logger = logging.getLogger("switchboard.gateway.ws")
@@ -32,21 +32,31 @@ class WebSocketProxy:
         self.pool = pool
         self.max_message_bytes = max_message_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send, service: str) -> None:
+    async def __call__(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        service: str,
+        identity: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
         first = await receive()
         if first["type"] != "websocket.connect":
             return
-        request_id = request_id_from_headers(scope["headers"])
-        req = upstream_request_headers(scope, request_id, websocket=True)
+        request_id = scope.get("switchboard.request_id") or request_id_from_headers(
+            scope["headers"]
+        )
+        req = upstream_request_headers(scope, request_id, identity=identity, websocket=True)
         base = self.pool.base_url(service).replace("http", "ws", 1)
         target = base + (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
-        if scope.get("query_string"):
-            target += "?" + scope["query_string"].decode("latin-1")
+        query = _without_access_token(scope.get("query_string", b""))
+        if query:
+            target += "?" + query
         try:
             upstream = await self.pool.session.ws_connect(
                 URL(target, encoded=True),
                 protocols=tuple(scope.get("subprotocols", ())),
-                headers=req.headers,
+                headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in req.headers],
                 max_msg_size=self.max_message_bytes,
                 autoping=True,
                 heartbeat=None,
@@ -110,20 +120,20 @@ async def _upstream_to_client(upstream: aiohttp.ClientWebSocketResponse, send: S
 
 
 async def _deny(scope: Scope, send: Send, service: str, request_id: str) -> None:
-    detail = f"The {service} service is unavailable for WebSocket connections. Retry shortly."
-    if "websocket.http.response" in scope.get("extensions", {}):
-        body = problem_bytes(503, detail=detail, instance=scope["path"], request_id=request_id)
-        start: Message = {
-            "type": "websocket.http.response.start",
-            "status": 503,
-            "headers": [
-                (b"content-type", b"application/problem+json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"retry-after", b"1"),
-                (b"x-request-id", request_id.encode()),
-            ],
-        }
-        await send(start)
-        await send({"type": "websocket.http.response.body", "body": body})
-        return
-    await send({"type": "websocket.close", "code": CLOSE_INTERNAL_ERROR, "reason": detail[:120]})
+    await deny_websocket(
+        scope,
+        send,
+        503,
+        f"The {service} service is unavailable for WebSocket connections. Retry shortly.",
+        instance=scope["path"],
+        request_id=request_id,
+        headers=[(b"retry-after", b"1")],
+    )
+
+
+def _without_access_token(query: bytes) -> str:
+    """The query string minus a browser's ``access_token`` (the gateway consumed it)."""
+    if b"access_token" not in query:
+        return query.decode("latin-1")
+    kept = [p for p in query.split(b"&") if not p.startswith(b"access_token=")]
+    return b"&".join(kept).decode("latin-1")

@@ -11,6 +11,16 @@ from switchboard_common.exception_handlers import (
 )
 from switchboard_common.health import ReadinessChecks
 from switchboard_common.http_client import HttpLimits, HttpTimeouts, create_http_client
+from switchboard_common.identity import (
+    IDENTITY_HEADER,
+    SIGNATURE_HEADER,
+    CurrentPrincipal,
+    Principal,
+    current_principal,
+    require_scopes,
+    sign_identity,
+    verify_identity,
+)
 from switchboard_common.problems import (
     BadGateway,
     BadRequest,
@@ -36,9 +46,12 @@ from switchboard_common.server import serve
 from switchboard_common.settings import Environment, ServiceSettings
 
 __all__ = [
+    "IDENTITY_HEADER",
+    "SIGNATURE_HEADER",
     "BadGateway",
     "BadRequest",
     "Conflict",
+    "CurrentPrincipal",
     "Environment",
     "Forbidden",
     "GatewayTimeout",
@@ -47,6 +60,7 @@ __all__ = [
     "InternalError",
     "NotFound",
     "PayloadTooLarge",
+    "Principal",
     "Problem",
     "ProblemError",
     "ProblemResponse",
@@ -59,6 +73,7 @@ __all__ = [
     "create_http_client",
     "create_redis",
     "create_service_app",
+    "current_principal",
     "current_request_id",
     "current_trace_id",
     "install_exception_handlers",
@@ -68,5 +83,8 @@ __all__ = [
     "problem_response",
     "problem_responses",
     "redis_ping",
+    "require_scopes",
     "serve",
+    "sign_identity",
+    "verify_identity",
 ]

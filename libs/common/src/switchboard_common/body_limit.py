@@ -11,10 +11,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from switchboard_common.problems import problem_bytes
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 def too_large_message(
     limit: int, path: str, request_id: str | None = None
 ) -> tuple[Message, Message]:
@@ -70,26 +66,29 @@ class BodySizeLimitMiddleware:
 
         received = 0
         started = False
+        refused = False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            # Raising here would be caught by the framework's body parsing (FastAPI turns it
+            # into a 400), so answer 413 from here and tell the app the client went away.
+            nonlocal received, refused
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise BodyTooLarge
+                    if not started and not refused:
+                        refused = True
+                        for reply in too_large_message(self.max_bytes, scope["path"]):
+                            await send(reply)
+                    return {"type": "http.disconnect"}
             return message
 
-        async def tracking_send(message: Message) -> None:
+        async def guarded_send(message: Message) -> None:
             nonlocal started
+            if refused:
+                return  # the app's answer to a body it never fully got: already answered 413
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except BodyTooLarge:
-            if started:
-                raise
-            for message in too_large_message(self.max_bytes, scope["path"]):
-                await send(message)
+        await self.app(scope, counting_receive, guarded_send)

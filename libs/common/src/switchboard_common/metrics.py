@@ -3,10 +3,12 @@
 Metrics (one set per process, the ``service`` label tells services apart):
 - ``switchboard_http_requests_total{service,method,route,status}``
 - ``switchboard_http_request_duration_seconds{service,method,route}`` (histogram)
-- ``switchboard_http_requests_in_flight{service,method,route}`` (gauge)
+- ``switchboard_http_requests_in_flight{service,method}`` (gauge)
 
 ``route`` is the matched template (``/knowledge/collections/{name}``) or ``<unmatched>``,
-so label cardinality stays bounded whatever clients send.
+so label cardinality stays bounded whatever clients send. It is read from ``scope["route"]``
+once routing has run, which is why the in-flight gauge (incremented before routing) is
+labelled by method only: resolving the route up front would run the router twice.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from prometheus_client import (
 )
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 UNMATCHED = "<unmatched>"
@@ -53,7 +54,7 @@ class HttpMetrics:
         self.in_flight = Gauge(
             "switchboard_http_requests_in_flight",
             "Requests being handled now.",
-            ("service", "method", "route"),
+            ("service", "method"),
             registry=registry,
         )
 
@@ -69,21 +70,19 @@ def http_metrics() -> HttpMetrics:
     return _default
 
 
-def route_template(routes: list[BaseRoute], scope: Scope) -> str:
-    for route in routes:
-        match, _ = route.matches(scope)
-        if match is Match.FULL:
-            return str(getattr(route, "path", UNMATCHED))
-    return UNMATCHED
+def route_template(scope: Scope) -> str:
+    """The template of the route that served the request (set by Starlette's router)."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else UNMATCHED
 
 
 class PrometheusMiddleware:
     """Counts, times and gauges every HTTP request by route template."""
 
-    def __init__(self, app: ASGIApp, *, service: str, routes: list[BaseRoute]) -> None:
+    def __init__(self, app: ASGIApp, *, service: str) -> None:
         self.app = app
         self.service = service
-        self.routes = routes
         self.metrics = http_metrics()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -91,9 +90,8 @@ class PrometheusMiddleware:
             await self.app(scope, receive, send)
             return
         method = scope["method"]
-        route = route_template(self.routes, scope)
         status = 500
-        in_flight = self.metrics.in_flight.labels(self.service, method, route)
+        in_flight = self.metrics.in_flight.labels(self.service, method)
         in_flight.inc()
         start = time.perf_counter()
 
@@ -107,6 +105,7 @@ class PrometheusMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             in_flight.dec()
+            route = route_template(scope)
             self.metrics.latency.labels(self.service, method, route).observe(
                 time.perf_counter() - start
             )

@@ -24,14 +24,19 @@ def create_redis(
     timeout_s: float = 2.0,
     health_check_interval_s: int = 30,
     decode_responses: bool = False,
+    blocking_reads: bool = False,
 ) -> Redis:
-    """An async Redis client over a blocking pool. Close it with ``await client.aclose()``."""
+    """An async Redis client over a blocking pool. Close it with ``await client.aclose()``.
+
+    ``blocking_reads=True`` drops the command timeout, for connections that wait on purpose
+    (pub/sub listeners poll with their own timeout instead).
+    """
     pool = BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,
         timeout=timeout_s,
         socket_connect_timeout=timeout_s,
-        socket_timeout=timeout_s,
+        socket_timeout=None if blocking_reads else timeout_s,
         health_check_interval=health_check_interval_s,
         decode_responses=decode_responses,
     )

@@ -10,10 +10,11 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import os
 import re
-import uuid
 from contextvars import ContextVar
 from typing import Any
 
@@ -41,8 +42,26 @@ def current_trace_id() -> str | None:
     return format(ctx.trace_id, "032x") if ctx.is_valid else None
 
 
+_ID_PREFIX = os.urandom(8).hex()
+_id_counter = itertools.count(int.from_bytes(os.urandom(4), "big"))
+
+
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    """32 hex chars, unique per process run: a random process prefix and a counter.
+
+    Request ids must be unique, not secret; this costs a fraction of ``uuid4()`` (no
+    syscall) on the gateway's hot path. Re-seeded in each forked worker.
+    """
+    return f"{_ID_PREFIX}{next(_id_counter) & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
+def _reseed_after_fork() -> None:
+    global _ID_PREFIX, _id_counter
+    _ID_PREFIX = os.urandom(8).hex()
+    _id_counter = itertools.count(int.from_bytes(os.urandom(4), "big"))
+
+
+os.register_at_fork(after_in_child=_reseed_after_fork)
 
 
 def request_id_from_headers(headers: list[tuple[bytes, bytes]]) -> str:

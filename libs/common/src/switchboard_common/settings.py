@@ -17,11 +17,24 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+LOCAL_INTERNAL_SECRET = "local-dev-internal-secret"  # noqa: S105 (refused outside local runs)
+
 PLACEHOLDER_SECRETS = frozenset(
-    {"", "change-me", "changeme", "change_me", "secret", "password", "placeholder", "dev", "test"}
+    {
+        "",
+        "change-me",
+        "changeme",
+        "change_me",
+        "secret",
+        "password",
+        "placeholder",
+        "dev",
+        "test",
+        LOCAL_INTERNAL_SECRET,
+    }
 )
 
 MiB = 1024 * 1024
@@ -50,22 +63,42 @@ class ServiceSettings(BaseSettings):
 
     service_name: str = "service"
     version: str = "0.1.0"
-    environment: Environment = Environment.LOCAL
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=1, le=65535)
-    log_level: LogLevel = "info"
-    log_json: bool = True
-    access_log: bool = False
+    environment: Environment = Field(
+        default=Environment.LOCAL,
+        description="local, test, development, staging or production. Outside local/test, "
+        "empty or placeholder secrets stop the service.",
+    )
+    host: str = Field(default="127.0.0.1", description="Interface to listen on.")
+    port: int = Field(default=8000, ge=1, le=65535, description="TCP port to listen on.")
+    log_level: LogLevel = Field(default="info", description="debug, info, warning, error.")
+    log_json: bool = Field(default=True, description="JSON log lines (false: plain text).")
+    access_log: bool = Field(default=False, description="One log line per request.")
     trusted_proxies: str = Field(
         default="127.0.0.1",
         description="Comma-separated IPs/CIDRs whose X-Forwarded-For/-Proto are believed "
         "(the gateway, a load balancer). Empty: believe nobody.",
     )
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    redis_max_connections: int = Field(default=64, ge=1)
-    redis_timeout_s: float = Field(default=2.0, gt=0, description="Connect + command timeout.")
-    max_body_bytes: int = Field(default=10 * MiB, ge=1)
-    ready_check_timeout_s: float = Field(default=2.0, gt=0)
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0", description="Redis for this service's shared state."
+    )
+    redis_max_connections: int = Field(
+        default=64, ge=1, description="Pool size; a burst beyond it waits for a connection."
+    )
+    redis_timeout_s: float = Field(
+        default=2.0, gt=0, description="Redis connect, command and pool-wait timeout (s)."
+    )
+    max_body_bytes: int = Field(
+        default=10 * MiB, ge=1, description="Larger request bodies get a 413 problem."
+    )
+    ready_check_timeout_s: float = Field(
+        default=2.0, gt=0, description="Each /ready dependency check must answer within this."
+    )
+    internal_secret: SecretStr = Field(
+        default=SecretStr(LOCAL_INTERNAL_SECRET),
+        validation_alias=AliasChoices("SWITCHBOARD_INTERNAL_SECRET"),
+        description="HMAC key of the gateway-signed identity headers (switchboard_common."
+        "identity); one value shared by the gateway and every service, no per-service prefix.",
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -82,14 +115,20 @@ class ServiceSettings(BaseSettings):
             if value.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS
         ]
         if bad:
-            prefix = str(self.model_config.get("env_prefix", "")).upper()
-            names = ", ".join(prefix + name.upper() for name in bad)
+            names = ", ".join(self._env_name(name) for name in bad)
             raise ValueError(
                 f"refusing to start in environment '{self.environment}': {names} is empty or a "
                 "placeholder. Set a real secret (e.g. `python -c 'import secrets; "
                 "print(secrets.token_urlsafe(32))'`)."
             )
         return self
+
+    def _env_name(self, field: str) -> str:
+        """The env var that sets ``field``: its alias when it has one, else prefix + name."""
+        alias = type(self).model_fields[field].validation_alias
+        if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
+            return alias.choices[0]
+        return str(self.model_config.get("env_prefix", "")).upper() + field.upper()
 
     def _secret_fields(self) -> list[tuple[str, SecretStr]]:
         found: list[tuple[str, SecretStr]] = []

@@ -32,6 +32,13 @@ _clients_instrumented = False
 NOT_TRACED_URLS = "health,ready,metrics"
 
 
+def otlp_endpoint() -> str | None:
+    """Where spans are exported, or None when they are not."""
+    return os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    )
+
+
 def install_tracer_provider(service_name: str, version: str) -> None:
     """Install the process-wide tracer provider once (idempotent)."""
     global _provider_installed
@@ -40,9 +47,7 @@ def install_tracer_provider(service_name: str, version: str) -> None:
             return
         resource = Resource.create({"service.name": service_name, "service.version": version})
         provider = TracerProvider(resource=resource)
-        endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
-        )
+        endpoint = otlp_endpoint()
         if endpoint:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
@@ -53,7 +58,11 @@ def install_tracer_provider(service_name: str, version: str) -> None:
 
 
 def instrument_clients() -> None:
-    """Instrument httpx and redis clients process-wide (idempotent)."""
+    """Instrument httpx and redis clients process-wide (idempotent).
+
+    Called by ``serve()`` when a service process starts, not when an app is built, so
+    building an app in a test process does not patch that process's own HTTP clients.
+    """
     global _clients_instrumented
     with _lock:
         if _clients_instrumented:
@@ -75,9 +84,8 @@ def setup_telemetry(app: FastAPI, settings: ServiceSettings) -> None:
         access_log=settings.access_log,
     )
     install_tracer_provider(settings.service_name, settings.version)
-    instrument_clients()
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
     FastAPIInstrumentor.instrument_app(app, excluded_urls=NOT_TRACED_URLS)
-    app.add_middleware(PrometheusMiddleware, service=settings.service_name, routes=app.routes)
+    app.add_middleware(PrometheusMiddleware, service=settings.service_name)
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)

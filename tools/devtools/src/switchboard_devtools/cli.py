@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -51,6 +52,28 @@ class RunDir:
         (self.pids / f"{name}.pid").unlink(missing_ok=True)
 
 
+ADMIN_FILE = "admin-credentials"
+
+
+def admin_credentials(run: RunDir) -> tuple[str, str]:
+    """The first admin of this local cluster: from AUTH_ADMIN_* if set, else generated once
+    and kept (mode 0600) under the run folder, so it survives make down/up with the data."""
+    user = os.environ.get("AUTH_ADMIN_USERNAME")
+    password = os.environ.get("AUTH_ADMIN_PASSWORD")
+    if user and password:
+        return user, password
+    path = run.root / ADMIN_FILE
+    if path.is_file():
+        saved_user, _, saved_password = path.read_text().strip().partition(":")
+        if saved_user and saved_password:
+            return saved_user, saved_password
+    user, password = "admin", secrets.token_urlsafe(18)
+    run.root.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{user}:{password}\n")
+    path.chmod(0o600)
+    return user, password
+
+
 def _say(message: str) -> None:
     print(message, flush=True)
 
@@ -85,7 +108,14 @@ def cmd_up(run: RunDir) -> int:
         _say(f"→ using Redis at {redis_url}")
 
     _say("→ starting auth, inference, knowledge, memory, then the gateway")
-    plan = ClusterPlan(run_dir=run.root, ports=ports, redis_url=redis_url)
+    admin_user, admin_password = admin_credentials(run)
+    plan = ClusterPlan(
+        run_dir=run.root,
+        ports=ports,
+        redis_url=redis_url,
+        extra_env={"AUTH_ADMIN_USERNAME": admin_user, "AUTH_ADMIN_PASSWORD": admin_password},
+        internal_secret=os.environ.get("SWITCHBOARD_INTERNAL_SECRET") or secrets.token_urlsafe(32),
+    )
     try:
         started = start_cluster(
             plan, timeout_s=float(os.environ.get("SWITCHBOARD_UP_TIMEOUT", 60)), progress=True
@@ -105,6 +135,7 @@ def cmd_up(run: RunDir) -> int:
         f"  │  API docs: {gateway_url + '/docs':<50}│\n"
         "  └──────────────────────────────────────────────────────────────┘\n"
         f"  Try:   curl -s {gateway_url}/health\n"
+        f"  Admin: {admin_user} / password in {run.root / ADMIN_FILE}  (docs/auth.md)\n"
         f"  Logs:  {run.logs}/   Stop: make down\n"
     )
     return 0

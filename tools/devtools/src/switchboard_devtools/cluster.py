@@ -9,6 +9,7 @@ the gateway and waits until it sees every service healthy.
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,8 +28,10 @@ class ServiceSpec:
 
 
 GATEWAY = ServiceSpec("gateway", "gateway", "GATEWAY_", 8000, None)
+GATEWAY_REDIS_DB = 3  # rate limits and caches (Gateway issue)
+AUTH = ServiceSpec("auth", "auth_service", "AUTH_", 8001, 0)
 SERVICES: tuple[ServiceSpec, ...] = (
-    ServiceSpec("auth", "auth_service", "AUTH_", 8001, 0),
+    AUTH,
     ServiceSpec("inference", "inference_service", "INFERENCE_", 8002, 1),
     ServiceSpec("knowledge", "knowledge_service", "KNOWLEDGE_", 8003, None),
     ServiceSpec("memory", "memory_service", "MEMORY_", 8004, 2),
@@ -48,6 +51,9 @@ class ClusterPlan:
     redis_url: str  # base URL without a database, e.g. redis://127.0.0.1:6380
     extra_env: dict[str, str] = field(default_factory=dict)
     host: str = "127.0.0.1"
+    # One per cluster run, shared by the gateway and every service: no well-known HMAC key
+    # even on a developer machine (a local process could otherwise forge identities).
+    internal_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
 
     def url(self, name: str) -> str:
         return f"http://{self.host}:{self.ports[name]}"
@@ -61,9 +67,15 @@ class ClusterPlan:
         }
         if spec.redis_db is not None:
             env[f"{p}REDIS_URL"] = f"{self.redis_url}/{spec.redis_db}"
+        if spec.name == "auth":  # users, sessions and signing keys survive make down/up
+            env["AUTH_DATA_DIR"] = str(self.run_dir / "data" / "auth")
         if spec is GATEWAY:
             for service in SERVICES:
                 env[f"GATEWAY_{service.name.upper()}_URL"] = self.url(service.name)
+            env["GATEWAY_REDIS_URL"] = f"{self.redis_url}/{GATEWAY_REDIS_DB}"
+            # revoked sessions are the auth service's data, read from its database
+            env["GATEWAY_REVOCATION_REDIS_URL"] = f"{self.redis_url}/{AUTH.redis_db}"
+        env["SWITCHBOARD_INTERNAL_SECRET"] = self.internal_secret
         env.update(self.extra_env)
         return env
 

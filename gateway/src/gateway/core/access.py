@@ -1,0 +1,59 @@
+"""Who may call what: the gateway's access policy, decided from the path alone.
+
+- public: the routes a client uses before it has a token (register, token, refresh, the
+  JWKS) and the gateway's own operational routes (which never reach the proxy);
+- blocked: ``/auth/internal/*`` is service-to-service only and answers 404 from outside;
+- everything else needs a valid credential; each service's routes need its scope.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PUBLIC_PATHS = frozenset(
+    {
+        "/auth/register",
+        "/auth/token",
+        "/auth/refresh",
+        "/auth/.well-known/jwks.json",
+    }
+)
+BLOCKED_PREFIXES = ("/auth/internal/", "/auth/internal")
+SERVICE_SCOPES: dict[str, str | None] = {
+    "auth": None,  # any authenticated caller; the auth service checks roles itself
+    "inference": "inference",
+    "knowledge": "knowledge",
+    "memory": "memory",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    public: bool
+    blocked: bool
+    scope: str | None
+
+
+class AccessPolicy:
+    def __init__(self, extra_public: tuple[str, ...] = ()) -> None:
+        self.public = PUBLIC_PATHS | frozenset(p.rstrip("/") for p in extra_public if p)
+        self._public_prefixes = tuple(p for p in self.public if p.endswith("*"))
+        self._cache: dict[tuple[str, str], Rule] = {}
+
+    def rule(self, service: str, path: str) -> Rule:
+        key = (service, path)
+        found = self._cache.get(key)
+        if found is None:
+            found = self._decide(service, path)
+            if len(self._cache) < 4096:  # paths carry ids: keep the memo bounded
+                self._cache[key] = found
+        return found
+
+    def _decide(self, service: str, path: str) -> Rule:
+        if path.startswith(BLOCKED_PREFIXES):
+            return Rule(public=False, blocked=True, scope=None)
+        normalised = path.rstrip("/") or "/"
+        public = normalised in self.public or any(
+            normalised.startswith(p[:-1]) for p in self._public_prefixes
+        )
+        return Rule(public=public, blocked=False, scope=SERVICE_SCOPES.get(service))

@@ -1,0 +1,104 @@
+"""uvicorn's httptools protocol, writing a response's head and body in one syscall.
+
+uvicorn writes the status line and headers as soon as the app sends
+``http.response.start``, then the body in a second write. On loopback TCP each write
+costs tens of microseconds here (the peer must be woken), so for a response whose length
+is known the head is held back and written together with the first body message. Streamed
+(chunked) responses are unchanged: their head goes out at once, so a client waiting on a
+slow stream still sees the headers immediately.
+
+This reaches into uvicorn's ``RequestResponseCycle`` (its ``transport`` attribute and the
+module-level class it instantiates). ``coalescing_protocol()`` checks that those internals
+look as expected and returns uvicorn's own protocol otherwise, so an upgrade can only cost
+the optimisation, never correctness. ``tests/test_http_protocol.py`` pins the behaviour.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from uvicorn.protocols.http import httptools_impl
+
+logger = logging.getLogger("switchboard.server")
+
+
+class _HeldWrites:
+    """Stands in for the transport while uvicorn writes; collects instead of sending."""
+
+    __slots__ = ("_transport", "close_requested", "parts")
+
+    def __init__(self, transport: Any, first: bytes | None = None) -> None:
+        self._transport = transport
+        self.parts: list[bytes] = [first] if first else []
+        self.close_requested = False
+
+    def write(self, data: bytes) -> None:
+        self.parts.append(data)
+
+    def close(self) -> None:
+        self.close_requested = True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class CoalescingCycle(httptools_impl.RequestResponseCycle):
+    _held: bytes | None = None
+
+    async def send(self, message: Any) -> None:
+        kind = message["type"]
+        if kind == "http.response.start" and not self.response_started and not self.disconnected:
+            transport = self.transport
+            held = _HeldWrites(transport)
+            self.transport = held  # type: ignore[assignment]
+            try:
+                await super().send(message)
+            finally:
+                self.transport = transport
+            data = b"".join(held.parts)
+            if self.chunked_encoding or not self.keep_alive:
+                transport.write(data)  # a stream (or a closing reply): head goes out now
+            else:
+                self._held = data
+            return
+        if self._held is not None and kind == "http.response.body":
+            transport = self.transport
+            held = _HeldWrites(transport, self._held)
+            self._held = None
+            self.transport = held  # type: ignore[assignment]
+            try:
+                await super().send(message)
+            finally:
+                self.transport = transport
+            if not self.disconnected:
+                transport.write(b"".join(held.parts))
+            if held.close_requested:
+                transport.close()
+            return
+        await super().send(message)
+
+
+class CoalescingHttpToolsProtocol(httptools_impl.HttpToolsProtocol):
+    """uvicorn's protocol whose requests use :class:`CoalescingCycle`."""
+
+    def on_headers_complete(self) -> None:
+        # The base method instantiates the module-level RequestResponseCycle; swap the name
+        # in only for this call so other protocol instances are unaffected.
+        original = httptools_impl.RequestResponseCycle
+        httptools_impl.RequestResponseCycle = CoalescingCycle  # type: ignore[misc]
+        try:
+            super().on_headers_complete()
+        finally:
+            httptools_impl.RequestResponseCycle = original  # type: ignore[misc]
+
+
+def coalescing_protocol() -> type[Any] | str:
+    """The coalescing protocol class, or ``"httptools"`` if uvicorn's internals changed."""
+    cycle = httptools_impl.RequestResponseCycle
+    expected = ("send", "response_started", "chunked_encoding", "keep_alive", "disconnected")
+    source_ok = all(hasattr(cycle, n) or n in cycle.__init__.__code__.co_names for n in expected)
+    if not source_ok or "transport" not in cycle.__init__.__code__.co_names:
+        logger.warning("uvicorn internals changed; serving without write coalescing")
+        return "httptools"
+    return CoalescingHttpToolsProtocol

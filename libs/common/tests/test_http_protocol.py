@@ -1,0 +1,101 @@
+"""Write coalescing: a known-length response goes out in one transport write; a streamed
+response sends its head at once. Drives uvicorn's real protocol with a recording transport."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from uvicorn.config import Config
+from uvicorn.server import ServerState
+
+from switchboard_common.http_protocol import CoalescingHttpToolsProtocol, coalescing_protocol
+
+
+class RecordingTransport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 5555)}.get(name, default)
+
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+    def set_write_buffer_limits(self, *args: Any, **kwargs: Any) -> None: ...
+
+
+async def drive(app: Any, request: bytes) -> RecordingTransport:
+    config = Config(app, http=CoalescingHttpToolsProtocol, log_config=None, lifespan="off")
+    config.load()
+    protocol = CoalescingHttpToolsProtocol(config=config, server_state=ServerState(), app_state={})
+    transport = RecordingTransport()
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    protocol.data_received(request)
+    for _ in range(50):
+        await asyncio.sleep(0.01)
+        if protocol.cycle is not None and protocol.cycle.response_complete:
+            break
+    protocol.connection_lost(None)
+    return transport
+
+
+async def fixed_app(scope: Any, receive: Any, send: Any) -> None:
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"5")]}
+    )
+    await send({"type": "http.response.body", "body": b"hello"})
+
+
+async def streaming_app(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"one", "more_body": True})
+    await send({"type": "http.response.body", "body": b"two", "more_body": False})
+
+
+GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+async def test_known_length_response_is_one_write() -> None:
+    transport = await drive(fixed_app, GET)
+    assert len(transport.writes) == 1
+    data = transport.writes[0]
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert data.endswith(b"\r\n\r\nhello")
+
+
+async def test_streamed_response_sends_head_first() -> None:
+    transport = await drive(streaming_app, GET)
+    assert transport.writes[0].startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"transfer-encoding: chunked" in transport.writes[0]
+    assert transport.writes[0].endswith(b"\r\n\r\n")  # head alone, not held for the body
+    assert b"".join(transport.writes[1:]) == b"3\r\none\r\n3\r\ntwo\r\n0\r\n\r\n"
+
+
+async def test_connection_close_is_applied_after_the_write() -> None:
+    transport = await drive(fixed_app, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert b"".join(transport.writes).endswith(b"hello")
+    assert transport.closed
+
+
+def test_uvicorn_internals_are_as_expected() -> None:
+    # If this fails after a uvicorn upgrade, coalescing silently turned itself off: look at
+    # switchboard_common/http_protocol.py before upgrading.
+    assert coalescing_protocol() is CoalescingHttpToolsProtocol
+
+
+@pytest.mark.parametrize("method", [b"HEAD"])
+async def test_head_response_has_no_body(method: bytes) -> None:
+    transport = await drive(fixed_app, method + b" / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert len(transport.writes) == 1
+    assert transport.writes[0].endswith(b"\r\n\r\n")
