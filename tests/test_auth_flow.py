@@ -19,7 +19,7 @@ from joserfc import jwt
 from joserfc.jwk import OKPKey
 from websockets.sync.client import connect as ws_connect
 
-from switchboard_common.identity import Principal, sign_identity
+from switchboard_common.identity import Principal, sign_identity, verify_identity
 from switchboard_devtools.cluster import ClusterPlan
 from tests.support.auth_client import Login, login, new_user
 
@@ -288,3 +288,48 @@ def test_websocket_handshake_needs_a_credential(cluster: ClusterPlan) -> None:
         assert response.status_code == 401
     else:  # servers without the denial extension close with 1008
         assert getattr(getattr(info.value, "rcvd", None), "code", None) == 1008
+
+
+# --- forwardAuth endpoint ---------------------------------------------------------------
+
+
+def verify(cluster: ClusterPlan, uri: str, **headers: str) -> httpx.Response:
+    return httpx.get(
+        gw(cluster) + "/gateway/verify",
+        headers={"X-Forwarded-Method": "GET", "X-Forwarded-Uri": uri, **headers},
+    )
+
+
+def test_forward_auth_allows_with_signed_identity(
+    cluster: ClusterPlan, cluster_user: Login
+) -> None:
+    resp = verify(cluster, "/memory/whoami?x=1", **cluster_user.headers)
+    assert resp.status_code == 200
+    principal = verify_identity(
+        resp.headers["x-switchboard-identity"],
+        resp.headers["x-switchboard-signature"],
+        cluster.internal_secret,
+    )
+    assert principal.username == cluster_user.username
+
+
+def test_forward_auth_refuses_like_the_gateway(cluster: ClusterPlan, cluster_user: Login) -> None:
+    resp = verify(cluster, "/memory/whoami")
+    assert_problem(resp, 401)
+    assert resp.headers["www-authenticate"].startswith("Bearer")
+    narrow = login(gw(cluster), cluster_user.username, cluster_user.password, scope="memory")
+    assert_problem(verify(cluster, "/knowledge/x", **narrow.headers), 403)
+    assert_problem(verify(cluster, "/nope"), 404)
+    assert_problem(verify(cluster, "/auth/internal/api-keys/verify", **cluster_user.headers), 404)
+
+
+def test_forward_auth_public_route_passes_without_identity(cluster: ClusterPlan) -> None:
+    forged = Principal(sub="1", username="x")
+    value, signature = sign_identity(forged, "whatever")
+    resp = verify(
+        cluster,
+        "/auth/token",
+        **{"X-Switchboard-Identity": value, "X-Switchboard-Signature": signature},
+    )
+    assert resp.status_code == 200
+    assert "x-switchboard-identity" not in resp.headers

@@ -9,7 +9,7 @@ from gateway.config import Settings
 from gateway.core.dispatch import GatewayApp
 from gateway.core.route_table import RouteTable
 from gateway.core.security import Authenticator
-from gateway.routes import fallback, health
+from gateway.routes import fallback, health, verify
 from gateway.services.http_proxy import HttpProxy
 from gateway.services.upstreams import UpstreamPool
 from gateway.services.ws_proxy import WebSocketProxy
@@ -44,7 +44,7 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
         settings,
         title="Switchboard gateway",
         description="One URL in front of the auth, inference, knowledge and memory services.",
-        routers=[health.router, fallback.router],
+        routers=[health.router, verify.router, fallback.router],
         lifespan=lifespan,
         liveness_route=False,
     )
