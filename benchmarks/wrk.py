@@ -37,10 +37,23 @@ def _ms(value: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
-def run_wrk(url: str, *, connections: int, seconds: float, threads: int = 1) -> WrkResult:
+def run_wrk(
+    url: str,
+    *,
+    connections: int,
+    seconds: float,
+    threads: int = 1,
+    headers: dict[str, str] | None = None,
+    script: str | None = None,
+) -> WrkResult:
+    """One wrk run; ``script`` is a Lua file (e.g. to POST a form)."""
     if not url.startswith(("http://127.", "http://localhost")):
         raise ValueError("benchmarks target loopback addresses only")
     argv = [ensure_wrk(), f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s"]
+    for name, value in (headers or {}).items():
+        argv += ["-H", f"{name}: {value}"]
+    if script:
+        argv += ["-s", script]
     argv += ["--latency", url]
     out = subprocess.run(
         argv, capture_output=True, text=True, check=True, timeout=seconds + 30
