@@ -65,8 +65,38 @@ def test_gateway_own_endpoints(cluster: ClusterPlan) -> None:
     gw = cluster.url("gateway")
     assert httpx.get(gw + "/ready").json()["status"] == "ready"
     assert "switchboard_http_requests_total" in httpx.get(gw + "/metrics").text
-    assert httpx.get(gw + "/openapi.json").json()["info"]["title"] == "Switchboard gateway"
-    assert httpx.get(gw + "/docs").status_code == 200
+    docs = httpx.get(gw + "/docs")
+    assert docs.status_code == 200
+    assert "/openapi.json" in docs.text and "/docs/oauth2-redirect" in docs.text
+
+
+def test_merged_openapi_describes_every_service(cluster: ClusterPlan) -> None:
+    spec = httpx.get(cluster.url("gateway") + "/openapi.json").json()
+    assert spec["info"]["title"] == "Switchboard API"
+    paths = spec["paths"]
+    for path in ("/auth/token", "/auth/me", "/inference/whoami", "/knowledge/whoami",
+                 "/memory/whoami", "/health", "/gateway/verify"):  # fmt: skip
+        assert path in paths, path
+    password = spec["components"]["securitySchemes"]["OAuth2PasswordBearer"]["flows"]["password"]
+    assert password["tokenUrl"] == "/auth/token"
+    assert {"inference", "knowledge", "memory", "admin"} <= set(password["scopes"])
+    assert "Problem" in spec["components"]["schemas"]
+    whoami = paths["/memory/whoami"]["get"]
+    assert whoami["security"] == [{"OAuth2PasswordBearer": ["memory"]}]
+    assert "application/problem+json" in whoami["responses"]["401"]["content"]
+
+
+def test_swagger_authorize_flow(cluster: ClusterPlan, cluster_user: Login) -> None:
+    """What Swagger UI's Authorize does: POST the password form to tokenUrl, then call."""
+    gw = cluster.url("gateway")
+    token = httpx.post(
+        gw + "/auth/token",
+        data={"grant_type": "password", "username": cluster_user.username,
+              "password": cluster_user.password, "scope": "memory"},
+    )  # fmt: skip
+    assert token.status_code == 200, token.text
+    bearer = {"Authorization": f"Bearer {token.json()['access_token']}"}
+    assert httpx.get(gw + "/memory/whoami", headers=bearer).status_code == 200
 
 
 def test_request_id_round_trip_through_gateway(cluster: ClusterPlan, cluster_user: Login) -> None:

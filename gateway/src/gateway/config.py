@@ -56,6 +56,13 @@ class Settings(ServiceSettings):
         "traceparent is still forwarded unchanged.",
     )
 
+    openapi_ttl_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="The merged /openapi.json is rebuilt from the services' documents at "
+        "most this often (a redeployed service shows up within this time).",
+    )
+
     # --- authentication (see docs/auth.md) ---
     auth_issuer: str = Field(
         default="switchboard-auth", description="Expected `iss` of access tokens."

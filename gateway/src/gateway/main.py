@@ -9,8 +9,9 @@ from gateway.config import Settings
 from gateway.core.dispatch import GatewayApp
 from gateway.core.route_table import RouteTable
 from gateway.core.security import Authenticator
-from gateway.routes import fallback, health, verify
+from gateway.routes import docs, fallback, health, verify
 from gateway.services.http_proxy import HttpProxy
+from gateway.services.openapi_merge import OpenApiAggregator
 from gateway.services.upstreams import UpstreamPool
 from gateway.services.ws_proxy import WebSocketProxy
 from switchboard_common import create_redis, create_service_app
@@ -44,11 +45,15 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
         settings,
         title="Switchboard gateway",
         description="One URL in front of the auth, inference, knowledge and memory services.",
-        routers=[health.router, verify.router, fallback.router],
+        routers=[health.router, verify.router, docs.router, fallback.router],
         lifespan=lifespan,
         liveness_route=False,
+        docs_routes=False,
     )
     api.state.upstreams = upstreams
+    api.state.openapi = OpenApiAggregator(
+        upstreams, api.openapi, ttl_s=settings.openapi_ttl_s, timeout_s=settings.health_timeout_s
+    )
     api.state.auth = auth
     return GatewayApp(
         api,

@@ -33,8 +33,14 @@ def create_service_app(
     lifespan: Lifespan | None = None,
     openapi_tags: list[dict[str, Any]] | None = None,
     liveness_route: bool = True,
+    docs_routes: bool = True,
 ) -> FastAPI:
-    """Build a service app; ``liveness_route=False`` when the service serves its own /health."""
+    """Build a service app.
+
+    ``liveness_route=False`` when the service serves its own ``/health``;
+    ``docs_routes=False`` when it serves its own ``/openapi.json`` and ``/docs`` (the gateway
+    serves the merged document); ``app.openapi()`` still describes the app itself.
+    """
 
     @asynccontextmanager
     async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -50,6 +56,9 @@ def create_service_app(
         version=settings.version,
         lifespan=_lifespan,
         openapi_tags=openapi_tags,
+        openapi_url="/openapi.json" if docs_routes else None,
+        docs_url="/docs" if docs_routes else None,
+        redoc_url="/redoc" if docs_routes else None,
     )
     app.state.settings = settings
     app.state.readiness = ReadinessChecks(timeout_s=settings.ready_check_timeout_s)
