@@ -67,11 +67,14 @@ def test_make_up_and_down_from_a_fresh_copy(tmp_path: Path) -> None:
     env.update({f"{spec.env_prefix}PORT": str(ports[spec.name]) for spec in ALL})
     redis_port = free_port()
     env["SWITCHBOARD_REDIS_PORT"] = str(redis_port)
+    env["SWITCHBOARD_SIMULATOR_PORT"] = str(free_port())
+    env["OLLAMA_URL"] = f"http://127.0.0.1:{free_port()}"  # no Ollama there: simulator
 
     up = make("up", clone, env, timeout=150)
     assert up.returncode == 0, up.stdout + up.stderr
     gateway = f"http://127.0.0.1:{ports['gateway']}"
     assert "Switchboard is up" in up.stdout
+    assert "SIMULATED" in up.stdout  # the loud simulator banner
     assert gateway in up.stdout and f"curl -s {gateway}/health" in up.stdout
     try:
         health = httpx.get(gateway + "/health", params={"strict": "true"}, timeout=5).json()
@@ -87,7 +90,7 @@ def test_make_up_and_down_from_a_fresh_copy(tmp_path: Path) -> None:
         pids = {
             p.stem: int(p.read_text().split()[0]) for p in (clone / ".run" / "pids").glob("*.pid")
         }
-        assert set(pids) == {spec.name for spec in ALL} | {"redis"}
+        assert set(pids) == {spec.name for spec in ALL} | {"redis", "ollama-sim"}
         assert all(pid_alive(pid) for pid in pids.values())
         assert (clone / ".run" / "logs" / "gateway.log").is_file()
 
@@ -114,6 +117,8 @@ def test_up_reports_the_failing_service(tmp_path: Path) -> None:
     env = dict(os.environ)
     env.update({f"{spec.env_prefix}PORT": str(ports[spec.name]) for spec in ALL})
     env["SWITCHBOARD_REDIS_PORT"] = str(free_port())
+    env["SWITCHBOARD_SIMULATOR_PORT"] = str(free_port())
+    env["OLLAMA_URL"] = f"http://127.0.0.1:{free_port()}"
     env["MEMORY_LOG_LEVEL"] = "not-a-level"  # memory refuses to start: invalid setting
     run_dir = tmp_path / "run"
     up = subprocess.run(

@@ -9,10 +9,12 @@ exactly the processes recorded in the PID files.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from switchboard_devtools.cluster import ALL, GATEWAY, ClusterPlan, default_ports, start_cluster
@@ -53,6 +55,26 @@ class RunDir:
 
 
 ADMIN_FILE = "admin-credentials"
+SIMULATOR_BANNER = (
+    "\n  ************************************************************************\n"
+    "  *  No Ollama answered at OLLAMA_URL: starting the Ollama SIMULATOR.    *\n"
+    "  *  Answers are SIMULATED (deterministic filler text), not a real LLM.  *\n"
+    "  *  Start Ollama (ollama serve) and run make up again for real models.  *\n"
+    "  ************************************************************************\n"
+)
+
+
+def real_ollama() -> str | None:
+    """OLLAMA_URL (default http://127.0.0.1:11434) when a real Ollama answers there."""
+    url = os.environ.get("OLLAMA_URL", "http://127.0.0.1:11434").rstrip("/")
+    try:
+        with urllib.request.urlopen(url + "/api/version", timeout=1) as resp:  # noqa: S310
+            version = json.loads(resp.read()).get("version", "")
+    except (OSError, ValueError):
+        return None
+    if not isinstance(version, str) or version.endswith("-sim"):
+        return None  # a simulator left running is not a real model
+    return url
 
 
 def admin_credentials(run: RunDir) -> tuple[str, str]:
@@ -107,6 +129,11 @@ def cmd_up(run: RunDir) -> int:
     else:
         _say(f"→ using Redis at {redis_url}")
 
+    ollama_url = real_ollama()
+    if ollama_url:
+        _say(f"→ using the Ollama at {ollama_url}")
+    else:
+        _say(SIMULATOR_BANNER)
     _say("→ starting auth, inference, knowledge, memory, then the gateway")
     admin_user, admin_password = admin_credentials(run)
     plan = ClusterPlan(
@@ -115,6 +142,8 @@ def cmd_up(run: RunDir) -> int:
         redis_url=redis_url,
         extra_env={"AUTH_ADMIN_USERNAME": admin_user, "AUTH_ADMIN_PASSWORD": admin_password},
         internal_secret=os.environ.get("SWITCHBOARD_INTERNAL_SECRET") or secrets.token_urlsafe(32),
+        ollama_url=ollama_url,
+        simulator_port=int(os.environ.get("SWITCHBOARD_SIMULATOR_PORT", 11435)),
     )
     try:
         started = start_cluster(
@@ -147,7 +176,7 @@ def cmd_down(run: RunDir, *, quiet: bool = False) -> int:
         if not quiet:
             _say("Nothing to stop (no PID files under " + str(run.pids) + ").")
         return 0
-    order = [GATEWAY.name, *(s.name for s in ALL if s is not GATEWAY), "redis"]
+    order = [GATEWAY.name, *(s.name for s in ALL if s is not GATEWAY), "ollama-sim", "redis"]
     for name in sorted(recorded, key=lambda n: order.index(n) if n in order else len(order)):
         pid = recorded[name]
         if stop_pid(pid):

@@ -54,6 +54,21 @@ class ClusterPlan:
     # One per cluster run, shared by the gateway and every service: no well-known HMAC key
     # even on a developer machine (a local process could otherwise forge identities).
     internal_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    # A real Ollama to use; None starts the simulator on ``simulator_port``.
+    ollama_url: str | None = None
+    simulator_port: int = 11435
+
+    @property
+    def ollama(self) -> str:
+        return self.ollama_url or f"http://{self.host}:{self.simulator_port}"
+
+    def simulator_process(self) -> ManagedProcess:
+        return ManagedProcess(
+            "ollama-sim",
+            [sys.executable, "-m", "ollama_sim", "--host", self.host,
+             "--port", str(self.simulator_port)],
+            log_path=self.run_dir / "logs" / "ollama-sim.log",
+        )  # fmt: skip
 
     def url(self, name: str) -> str:
         return f"http://{self.host}:{self.ports[name]}"
@@ -67,6 +82,8 @@ class ClusterPlan:
         }
         if spec.redis_db is not None:
             env[f"{p}REDIS_URL"] = f"{self.redis_url}/{spec.redis_db}"
+        if spec.name == "inference":
+            env["INFERENCE_OLLAMA_URLS"] = self.ollama
         if spec.name == "auth":  # users, sessions and signing keys survive make down/up
             env["AUTH_DATA_DIR"] = str(self.run_dir / "data" / "auth")
         if spec is GATEWAY:
@@ -94,6 +111,11 @@ def start_cluster(
     """Start every service and the gateway; stop what started if anything fails."""
     started: dict[str, ManagedProcess] = {}
     try:
+        if plan.ollama_url is None:
+            sim = started["ollama-sim"] = plan.simulator_process().start()
+            sim.wait_http(plan.ollama + "/api/version", timeout_s)
+            if progress:
+                print(f"  ✓ {'ollama-sim':<10} {plan.ollama}  (SIMULATED MODEL)", flush=True)
         for spec in SERVICES:
             started[spec.name] = plan.process(spec).start()
         for spec in SERVICES:
@@ -111,6 +133,7 @@ def start_cluster(
 
 
 def stop_all(processes: Mapping[str, ManagedProcess]) -> None:
-    """Gateway first (no new traffic), then the services."""
-    for name in sorted(processes, key=lambda n: n != GATEWAY.name):
+    """Gateway first (no new traffic), then the services, the simulator last."""
+    order = [GATEWAY.name, *(s.name for s in SERVICES), "ollama-sim"]
+    for name in sorted(processes, key=lambda n: order.index(n) if n in order else len(order)):
         processes[name].stop()
