@@ -1,5 +1,6 @@
 """inference service settings: environment variables prefixed ``INFERENCE_``."""
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from switchboard_common import ServiceSettings
@@ -9,4 +10,53 @@ class Settings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="INFERENCE_", extra="ignore")
 
     service_name: str = "inference"
-    port: int = 8002
+    port: int = Field(default=8002, ge=1, le=65535, description="TCP port to listen on.")
+    ollama_urls: str = Field(
+        default="http://127.0.0.1:11434",
+        description="Comma-separated Ollama base URLs; a request goes to a healthy backend "
+        "that has the model.",
+    )
+    ollama_connect_timeout_s: float = Field(
+        default=2.0, gt=0, description="Connect timeout to an Ollama backend (s)."
+    )
+    ollama_read_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="Longest wait between two chunks from Ollama (s), incl. time to first token.",
+    )
+    ollama_retries: int = Field(
+        default=3,
+        ge=0,
+        le=10,
+        description="Retries on connect errors, 5xx and 503-busy, before the first chunk only.",
+    )
+    ollama_backoff_base_s: float = Field(
+        default=0.1, ge=0, description="First retry delay (s); doubles each attempt."
+    )
+    ollama_backoff_max_s: float = Field(
+        default=2.0, ge=0, description="Upper bound of one retry delay (s)."
+    )
+    ollama_backoff_jitter_s: float = Field(
+        default=0.1, ge=0, description="Random extra delay (0..jitter s) added to each retry."
+    )
+    model_refresh_interval_s: float = Field(
+        default=30.0, gt=0, description="How long a backend's cached model list is trusted (s)."
+    )
+    breaker_threshold: int = Field(
+        default=3,
+        ge=1,
+        description="Consecutive failures that open a backend's circuit breaker.",
+    )
+    breaker_cooldown_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds an open breaker rejects traffic before one half-open probe.",
+    )
+    max_prompt_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1,
+        description="Largest prompt/messages/input text accepted (UTF-8 bytes); more is 413.",
+    )
+    usage_retention_days: int = Field(
+        default=90, ge=1, description="Days a per-user daily usage record is kept in Redis."
+    )

@@ -2,10 +2,15 @@
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, FastAPI, Header, Request
 from redis.asyncio import Redis
 
 from inference_service.config import Settings
+from inference_service.services.admission import AdmissionGate, clamp_priority
+from inference_service.services.backends import BackendPool
+from inference_service.services.inference import InferenceService
+from inference_service.services.usage import UsageLedger
+from switchboard_common.identity import Principal, require_scopes
 
 
 def get_settings(request: Request) -> Settings:
@@ -22,3 +27,54 @@ def get_redis(request: Request) -> Redis:
 
 
 RedisDep = Annotated[Redis, Depends(get_redis)]
+
+
+def get_pool(request: Request) -> BackendPool:
+    pool: BackendPool = request.app.state.backend_pool
+    return pool
+
+
+PoolDep = Annotated[BackendPool, Depends(get_pool)]
+
+
+def get_admission(request: Request) -> AdmissionGate:
+    """The admission gate on ``app.state.admission`` (the queue replaces the default)."""
+    gate: AdmissionGate = request.app.state.admission
+    return gate
+
+
+AdmissionDep = Annotated[AdmissionGate, Depends(get_admission)]
+
+
+def get_ledger(redis: RedisDep, settings: SettingsDep) -> UsageLedger:
+    return UsageLedger(redis, settings.usage_retention_days)
+
+
+LedgerDep = Annotated[UsageLedger, Depends(get_ledger)]
+
+
+def inference_for(app: FastAPI) -> InferenceService:
+    """An ``InferenceService`` over the app's pool, current admission gate and Redis."""
+    settings: Settings = app.state.settings
+    ledger = UsageLedger(app.state.redis, settings.usage_retention_days)
+    return InferenceService(
+        app.state.backend_pool, app.state.admission, ledger, settings.max_prompt_bytes
+    )
+
+
+def get_inference(request: Request) -> InferenceService:
+    return inference_for(request.app)
+
+
+InferenceDep = Annotated[InferenceService, Depends(get_inference)]
+
+
+def header_priority(x_priority: Annotated[str | None, Header()] = None) -> int | None:
+    """``X-Priority`` header as 0..9 (None when absent)."""
+    return None if x_priority is None else clamp_priority(x_priority)
+
+
+HeaderPriority = Annotated[int | None, Depends(header_priority)]
+
+InferenceUser = Annotated[Principal, require_scopes("inference")]
+AdminUser = Annotated[Principal, require_scopes("inference", "admin")]

@@ -1,18 +1,56 @@
 """Assembles the inference service app. Logic lives in routes/, services/ and core/."""
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 
 from inference_service.config import Settings
-from inference_service.routes import status
-from switchboard_common import create_service_app, managed_redis
+from inference_service.dependencies import inference_for
+from inference_service.routes import code, generation, models, ollama_api, openai, queue, status, ws
+from inference_service.services.backends import Backend, BackendPool, CircuitBreaker
+from inference_service.services.json_completion import JsonCompleter
+from inference_service.services.ollama import OllamaClient, RetryPolicy
+from inference_service.services.queue import RedisAdmissionQueue
+from inference_service.services.queue_models import QueueSettings
+from switchboard_common import HttpTimeouts, create_http_client, create_service_app, managed_redis
+
+
+def build_pool(settings: Settings, stack: AsyncExitStack) -> BackendPool:
+    """One ``OllamaClient`` (own ``httpx.AsyncClient``) per URL, closed with ``stack``."""
+    timeouts = HttpTimeouts(
+        connect_s=settings.ollama_connect_timeout_s, read_s=settings.ollama_read_timeout_s
+    )
+    retry = RetryPolicy(
+        retries=settings.ollama_retries,
+        base_s=settings.ollama_backoff_base_s,
+        max_s=settings.ollama_backoff_max_s,
+        jitter_s=settings.ollama_backoff_jitter_s,
+    )
+    backends = []
+    for url in (u.strip().rstrip("/") for u in settings.ollama_urls.split(",")):
+        if not url:
+            continue
+        http = create_http_client(url, timeouts=timeouts)
+        stack.push_async_callback(http.aclose)
+        breaker = CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown_s)
+        backends.append(Backend(OllamaClient(http, retry), breaker))
+    return BackendPool(backends, settings.model_refresh_interval_s)
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    async with managed_redis(app, app.state.settings):
+    settings: Settings = app.state.settings
+    async with AsyncExitStack() as stack:
+        redis = await stack.enter_async_context(managed_redis(app, settings))
+        app.state.backend_pool = build_pool(settings, stack)
+        # Every generation passes the Redis admission queue: slots per backend+model shared
+        # by all replicas, priorities with aging (docs/queue.md).
+        admission = RedisAdmissionQueue(redis, QueueSettings())
+        await admission.start()
+        stack.push_async_callback(admission.aclose)
+        app.state.admission = admission
+        app.state.review_backend = JsonCompleter(lambda: inference_for(app))
         yield
 
 
@@ -21,6 +59,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings or Settings(),
         title="Switchboard inference",
         description="Ollama-backed chat, generation and embeddings with a fair admission queue.",
-        routers=[status.router],
+        routers=[
+            status.router,
+            models.router,
+            queue.router,
+            code.router,
+            generation.router,
+            ws.router,
+            openai.router,
+            ollama_api.router,
+        ],
         lifespan=lifespan,
     )

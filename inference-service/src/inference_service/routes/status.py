@@ -1,10 +1,10 @@
 """Placeholder route under the service's public prefix, so routing is testable."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter
 
-from inference_service.dependencies import SettingsDep
+from inference_service.dependencies import PoolDep, SettingsDep
 from inference_service.models.status import Pong
 from switchboard_common import problem_responses
 from switchboard_common.identity import Principal, require_scopes
@@ -25,3 +25,12 @@ async def ping(settings: SettingsDep) -> Pong:
 )
 async def whoami(principal: Annotated[Principal, require_scopes("inference")]) -> Principal:
     return principal
+
+
+@router.get(
+    "/backends",
+    summary="Ollama backends: breaker state and cached models",
+    responses=problem_responses(401, 403),
+)
+async def backends(_: Annotated[Principal, require_scopes("inference")], pool: PoolDep) -> Any:
+    return {"backends": pool.status()}

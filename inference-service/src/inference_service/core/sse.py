@@ -1,0 +1,82 @@
+"""Server-sent events and NDJSON framing, and the generation→event conversion."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from switchboard_common import ProblemError, problem_body
+from switchboard_common.problems import problem_from_error
+
+logger = logging.getLogger("inference.stream")
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def sse(event: str | None, data: Any) -> bytes:
+    """One SSE frame (``event:`` line omitted when ``event`` is None)."""
+    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {payload}\n\n".encode()
+
+
+def ndjson(data: Any) -> bytes:
+    return json.dumps(data, separators=(",", ":")).encode() + b"\n"
+
+
+def error_problem(exc: BaseException) -> dict[str, Any]:
+    """The problem document for an exception raised while streaming."""
+    if isinstance(exc, ProblemError):
+        return problem_from_error(exc)
+    logger.exception("stream failed", exc_info=exc)
+    return problem_body(500, detail="The stream failed unexpectedly.")
+
+
+def chunk_text(chunk: dict[str, Any]) -> str:
+    """The text piece in an Ollama chat or generate chunk."""
+    message = chunk.get("message")
+    if isinstance(message, dict):
+        return str(message.get("content") or "")
+    return str(chunk.get("response") or "")
+
+
+def usage_of(chunk: dict[str, Any]) -> dict[str, int]:
+    return {
+        "prompt_tokens": int(chunk.get("prompt_eval_count") or 0),
+        "completion_tokens": int(chunk.get("eval_count") or 0),
+    }
+
+
+NativeEvent = tuple[str, dict[str, Any]]
+
+
+async def native_events(
+    events: AsyncIterator[tuple[str, dict[str, Any]]],
+) -> AsyncIterator[NativeEvent]:
+    """``(name, data)``: queued/token/usage/done, or a final ``error`` with a problem."""
+    try:
+        async for name, data in events:
+            if name == "queued":
+                yield "queued", {"position": data["position"]}
+                continue
+            piece = chunk_text(data)
+            if piece:
+                yield "token", {"content": piece}
+            if data.get("done"):
+                yield "usage", usage_of(data)
+                yield "done", {"done_reason": data.get("done_reason") or "stop"}
+    except Exception as exc:
+        yield "error", error_problem(exc)
+
+
+async def sse_stream(events: AsyncIterator[NativeEvent]) -> AsyncIterator[bytes]:
+    """Native events as SSE frames: ``event: token`` / ``data: {"content": …}``."""
+    async for name, data in events:
+        yield sse(name, data)
+
+
+def ws_message(name: str, data: dict[str, Any]) -> dict[str, Any]:
+    """A native event as a WebSocket message; an error carries its problem under ``problem``."""
+    return {"type": name, "problem": data} if name == "error" else {"type": name, **data}

@@ -1,0 +1,63 @@
+"""``POST /code/analyze``: static facts about source code plus an optional model review.
+
+Wiring: ``main.py`` sets ``app.state.review_backend`` to any object with
+``async complete_json(model, system, prompt, schema) -> str``
+(:class:`~inference_service.services.code_analysis.ReviewBackend`); without one, reviews
+come back null with ``review_error: "no model backend configured"``. The code size limit is
+the settings' ``code_max_bytes`` when the service's settings define it, else 200 KB.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+
+from inference_service.models.code import CodeAnalysis, CodeAnalysisRequest
+from inference_service.services.code_analysis import (
+    DEFAULT_MAX_CODE_BYTES,
+    CodeAnalysisService,
+    ReviewBackend,
+)
+from switchboard_common import problem_responses
+from switchboard_common.identity import Principal, require_scopes
+
+router = APIRouter(prefix="/code", tags=["code"])
+
+
+def get_review_backend(request: Request) -> ReviewBackend | None:
+    """``app.state.review_backend``, or None when the app has no model backend."""
+    backend: ReviewBackend | None = getattr(request.app.state, "review_backend", None)
+    return backend
+
+
+ReviewBackendDep = Annotated[ReviewBackend | None, Depends(get_review_backend)]
+
+
+def get_code_analysis_service(request: Request, backend: ReviewBackendDep) -> CodeAnalysisService:
+    """The service, with the size limit from settings (``code_max_bytes``) when defined."""
+    limit = getattr(request.app.state.settings, "code_max_bytes", DEFAULT_MAX_CODE_BYTES)
+    return CodeAnalysisService(
+        backend, max_code_bytes=limit if isinstance(limit, int) else DEFAULT_MAX_CODE_BYTES
+    )
+
+
+CodeAnalysisServiceDep = Annotated[CodeAnalysisService, Depends(get_code_analysis_service)]
+
+
+@router.post(
+    "/analyze",
+    response_model=CodeAnalysis,
+    summary="Static facts about code, and a model's review (needs the 'inference' scope)",
+    description="Python gets an AST analysis (functions, classes, imports, complexity, "
+    "syntax errors); other languages get line metrics and an estimated function count. "
+    "With `review: true` a model reviews the code; a failed review is reported in "
+    "`review_error`, never as an error status. See docs/code-analysis.md.",
+    responses=problem_responses(401, 403, 413, 422),
+)
+async def analyze_code(
+    body: CodeAnalysisRequest,
+    principal: Annotated[Principal, require_scopes("inference")],
+    service: CodeAnalysisServiceDep,
+) -> CodeAnalysis:
+    return await service.analyze(body)

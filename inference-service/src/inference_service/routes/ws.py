@@ -1,0 +1,109 @@
+"""``/inference/ws``: chat over a WebSocket.
+
+The client sends a chat request (the ``/inference/chat`` body) as JSON; the server answers
+with ``{"type": "queued"|"token"|"usage"|"done"|"error", …}`` messages. While a reply is
+streaming the client may send ``{"type": "cancel"}``: the upstream generation is cancelled
+and ``{"type": "done", "done_reason": "cancelled"}`` follows. One request at a time per
+socket; send the next one after ``done``/``error``. Identity: the gateway-signed headers of
+the handshake (no identity / no ``inference`` scope → the handshake is refused).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from pydantic import ValidationError
+
+from inference_service.core.sse import native_events, ws_message
+from inference_service.dependencies import inference_for
+from inference_service.models.inference import ChatRequest
+from inference_service.services.admission import clamp_priority
+from inference_service.services.inference import Generation, InferenceService
+from inference_service.services.requests import chat_generation
+from inference_service.services.streaming import with_positions
+from switchboard_common import ProblemError, problem_body
+from switchboard_common.identity import (
+    IDENTITY_HEADER,
+    SIGNATURE_HEADER,
+    Principal,
+    verify_identity,
+)
+
+router = APIRouter(tags=["inference"])
+POLICY_VIOLATION = 1008
+
+
+def _principal(websocket: WebSocket) -> Principal | None:
+    value = websocket.headers.get(IDENTITY_HEADER)
+    signature = websocket.headers.get(SIGNATURE_HEADER)
+    if not value or not signature:
+        return None
+    try:
+        principal = verify_identity(value, signature, websocket.app.state.settings.internal_secret)
+    except ProblemError:
+        return None
+    return principal if principal.has_scope("inference") else None
+
+
+async def _pump(websocket: WebSocket, service: InferenceService, gen: Generation) -> None:
+    async for name, data in native_events(with_positions(lambda cb: service.stream(gen, cb))):
+        await websocket.send_json(ws_message(name, data))
+
+
+def _priority(websocket: WebSocket) -> int | None:
+    """The handshake's ``X-Priority`` header, clamped (None when absent)."""
+    raw = websocket.headers.get("x-priority")
+    return None if raw is None else clamp_priority(raw)
+
+
+@router.websocket("/inference/ws")
+async def chat_socket(websocket: WebSocket) -> None:
+    principal = _principal(websocket)
+    if principal is None:
+        await websocket.close(code=POLICY_VIOLATION)
+        return
+    await websocket.accept()
+    service = inference_for(websocket.app)
+    receiver: asyncio.Task[Any] = asyncio.create_task(websocket.receive_json())
+    pump: asyncio.Task[None] | None = None
+    try:
+        while True:
+            message = await receiver
+            receiver = asyncio.create_task(websocket.receive_json())
+            if not isinstance(message, dict) or message.get("type") == "cancel":
+                continue
+            try:
+                request = ChatRequest.model_validate(message)
+            except ValidationError as exc:
+                errors = [{"loc": e["loc"], "msg": e["msg"]} for e in exc.errors()]
+                problem = problem_body(
+                    422, detail="Invalid chat request.", extensions={"errors": errors}
+                )
+                await websocket.send_json(ws_message("error", problem))
+                continue
+            gen = chat_generation(request, principal.sub, _priority(websocket))
+            pump = asyncio.create_task(_pump(websocket, service, gen))
+            while not pump.done():
+                await asyncio.wait({pump, receiver}, return_when=asyncio.FIRST_COMPLETED)
+                if pump.done() or not receiver.done():
+                    continue
+                incoming = receiver.result()
+                receiver = asyncio.create_task(websocket.receive_json())
+                if isinstance(incoming, dict) and incoming.get("type") == "cancel":
+                    pump.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await pump
+                    await websocket.send_json({"type": "done", "done_reason": "cancelled"})
+            if not pump.cancelled():
+                pump.result()
+    except (WebSocketDisconnect, RuntimeError, ValueError):
+        return
+    finally:
+        receiver.cancel()
+        if pump is not None and not pump.done():
+            pump.cancel()
+            with contextlib.suppress(BaseException):
+                await pump

@@ -1,0 +1,68 @@
+"""The admission seam: every generation (native, /v1, /api, WebSocket) passes through here.
+
+Interface (implement it to replace the default)::
+
+    class AdmissionGate(Protocol):
+        def admit(self, backend: str, model: str, priority: int,
+                  on_position: Callable[[int], Awaitable[None]] | None,
+                  ) -> AbstractAsyncContextManager[None]: ...
+
+``admit`` returns an async context manager: entering it waits for a slot on ``backend``
+(calling ``await on_position(n)`` whenever the caller's queue position changes, so a
+route can emit ``queued`` events); exiting releases the slot — also when the client
+disconnects (``CancelledError``) or the generation fails. ``priority`` is 0 (lowest) .. 9.
+Raise a ``ProblemError`` (e.g. ``TooManyRequests``) to refuse admission.
+
+:class:`UnboundedAdmission` admits at once. The Redis-backed queue replaces it by setting
+``app.state.admission`` in the lifespan; routes get it through ``AdmissionDep``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Protocol
+
+PositionCallback = Callable[[int], Awaitable[None]]
+MIN_PRIORITY, MAX_PRIORITY, DEFAULT_PRIORITY = 0, 9, 5
+
+
+def clamp_priority(value: int | str | None, default: int = DEFAULT_PRIORITY) -> int:
+    """Priority from a body field or ``X-Priority`` header, clamped to 0..9."""
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return default
+    return max(MIN_PRIORITY, min(MAX_PRIORITY, number))
+
+
+class AdmissionGate(Protocol):
+    """Decides when a generation may start on a backend."""
+
+    def admit(
+        self,
+        backend: str,
+        model: str,
+        priority: int,
+        on_position: PositionCallback | None,
+    ) -> AbstractAsyncContextManager[None]: ...
+
+
+class UnboundedAdmission:
+    """Admits every request immediately (no queue); the default until the queue is wired."""
+
+    def admit(
+        self,
+        backend: str,
+        model: str,
+        priority: int,
+        on_position: PositionCallback | None,
+    ) -> AbstractAsyncContextManager[None]:
+        return _admitted()
+
+
+@asynccontextmanager
+async def _admitted() -> AsyncIterator[None]:
+    yield

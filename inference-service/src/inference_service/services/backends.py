@@ -1,0 +1,193 @@
+"""Several Ollama backends: route each request to a healthy one that has the model.
+
+* Model lists (``/api/tags``) are cached per backend and refreshed after
+  ``model_refresh_interval_s`` (or at once after a pull/delete).
+* Passive health: every call's outcome feeds a per-backend :class:`CircuitBreaker`.
+  ``threshold`` consecutive unavailability failures open it; while open the backend gets no
+  traffic; after ``cooldown_s`` one half-open probe request is let through — success closes
+  the breaker, failure opens it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from inference_service.services.errors import ModelNotFound, OllamaUnavailable
+from inference_service.services.ollama import OllamaClient
+
+
+def normalize_model(name: str) -> str:
+    """``llama3.2`` → ``llama3.2:latest`` (Ollama's rule: a missing tag means latest)."""
+    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+
+
+class CircuitBreaker:
+    """closed → (N failures) → open → (cooldown) → half-open (one probe) → closed/open."""
+
+    def __init__(self, threshold: int, cooldown_s: float) -> None:
+        self.threshold = threshold
+        self.cooldown_s = cooldown_s
+        self.failures = 0
+        self.opened_at: float | None = None
+        self.probing = False
+
+    @property
+    def state(self) -> str:
+        if self.opened_at is None:
+            return "closed"
+        if time.monotonic() - self.opened_at >= self.cooldown_s:
+            return "half-open"
+        return "open"
+
+    def allow(self) -> bool:
+        """May a request go to this backend now? Claims the probe when half-open."""
+        state = self.state
+        if state == "closed":
+            return True
+        if state == "half-open" and not self.probing:
+            self.probing = True
+            return True
+        return False
+
+    def success(self) -> None:
+        self.failures, self.opened_at, self.probing = 0, None, False
+
+    def failure(self) -> None:
+        self.failures += 1
+        if self.probing or self.failures >= self.threshold:
+            self.opened_at = time.monotonic()
+        self.probing = False
+
+
+@dataclass
+class Backend:
+    """One Ollama server: its client, breaker and cached model list."""
+
+    client: OllamaClient
+    breaker: CircuitBreaker
+    models: list[dict[str, Any]] = field(default_factory=list)
+    fetched_at: float = float("-inf")
+    contexts: dict[str, int] = field(default_factory=dict)
+    in_flight: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.client.base_url
+
+    def has(self, model: str) -> bool:
+        wanted = normalize_model(model)
+        return any(normalize_model(str(m.get("name", ""))) == wanted for m in self.models)
+
+
+class BackendPool:
+    """Chooses a backend per request and records each outcome."""
+
+    def __init__(self, backends: list[Backend], refresh_s: float) -> None:
+        self.backends = backends
+        self.refresh_s = refresh_s
+        self._lock = asyncio.Lock()
+
+    async def refresh(self, backend: Backend, *, force: bool = False) -> None:
+        """Reload the backend's model list when stale (failures feed its breaker)."""
+        if not force and time.monotonic() - backend.fetched_at < self.refresh_s:
+            return
+        try:
+            backend.models = await backend.client.list_models()
+        except OllamaUnavailable:
+            backend.breaker.failure()
+            backend.models, backend.fetched_at = [], float("-inf")
+            return
+        backend.fetched_at = time.monotonic()
+
+    def invalidate(self) -> None:
+        """Forget every cached model list (after pull/delete)."""
+        for backend in self.backends:
+            backend.fetched_at = float("-inf")
+
+    async def _candidates(self) -> list[Backend]:
+        usable = [b for b in self.backends if b.breaker.state != "open"]
+        await asyncio.gather(*(self.refresh(b) for b in usable))
+        return [b for b in usable if b.fetched_at > float("-inf")]
+
+    async def available_models(self) -> list[str]:
+        names = {str(m["name"]) for b in await self._candidates() for m in b.models}
+        return sorted(names)
+
+    async def merged_models(self) -> list[dict[str, Any]]:
+        """The union of the healthy backends' ``/api/tags`` entries (first one wins)."""
+        seen: dict[str, dict[str, Any]] = {}
+        for backend in await self._candidates():
+            for entry in backend.models:
+                seen.setdefault(str(entry.get("name")), entry)
+        return [seen[name] for name in sorted(seen)]
+
+    async def pick(self, model: str, exclude: frozenset[str] = frozenset()) -> Backend:
+        """The least busy healthy backend that has ``model``; 404 / 503 otherwise.
+
+        ``exclude`` names backends that already failed this request (failover).
+        """
+        candidates = [b for b in await self._candidates() if b.name not in exclude]
+        if not candidates:
+            raise OllamaUnavailable("No model backend is reachable; try again shortly.")
+        having = [b for b in candidates if b.has(model)]
+        if not having:
+            names = sorted({str(m["name"]) for b in candidates for m in b.models})
+            raise ModelNotFound(model, names)
+        for backend in sorted(having, key=lambda b: b.in_flight):
+            if backend.breaker.allow():
+                return backend
+        raise OllamaUnavailable("Every backend with this model is cooling down.", retry_after=5)
+
+    async def any_backend(self) -> Backend:
+        """A healthy backend for calls that need no particular model (version, pull)."""
+        for backend in self.backends:
+            if backend.breaker.state != "open" and backend.breaker.allow():
+                return backend
+        raise OllamaUnavailable("No model backend is reachable; try again shortly.")
+
+    def status(self) -> list[dict[str, Any]]:
+        """Per-backend health for operators: breaker state, failures, cached models."""
+        return [
+            {
+                "url": b.name,
+                "breaker": b.breaker.state,
+                "consecutive_failures": b.breaker.failures,
+                "in_flight": b.in_flight,
+                "models": sorted(str(m.get("name")) for m in b.models),
+            }
+            for b in self.backends
+        ]
+
+    @asynccontextmanager
+    async def use(self, backend: Backend) -> AsyncIterator[Backend]:
+        """Track one call: unavailability counts against the breaker, anything else heals."""
+        backend.in_flight += 1
+        try:
+            yield backend
+        except OllamaUnavailable:
+            backend.breaker.failure()
+            backend.fetched_at = float("-inf")
+            raise
+        except BaseException:
+            backend.breaker.success()
+            raise
+        else:
+            backend.breaker.success()
+        finally:
+            backend.in_flight -= 1
+
+    async def context_length(self, backend: Backend, model: str) -> int | None:
+        """The model's context window from ``/api/show`` ``model_info`` (cached)."""
+        key = normalize_model(model)
+        if key not in backend.contexts:
+            info = (await backend.client.show(model)).get("model_info") or {}
+            lengths = [v for k, v in info.items() if k.endswith(".context_length")]
+            if not lengths or not isinstance(lengths[0], int):
+                return None
+            backend.contexts[key] = lengths[0]
+        return backend.contexts[key]

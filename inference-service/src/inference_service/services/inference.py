@@ -1,0 +1,168 @@
+"""``InferenceService``: the one generation path behind every wire format.
+
+pick a backend that has the model → validate against it (``num_ctx``) → admission gate
+(queue seam) → Ollama call with breaker accounting → usage ledger on completion.
+Every route (native SSE/JSON, /v1, /api, WebSocket) converts the Ollama-shaped dicts this
+yields into its own format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from inference_service.services.admission import AdmissionGate, PositionCallback
+from inference_service.services.backends import Backend, BackendPool
+from inference_service.services.errors import ModelNotFound, OllamaUnavailable
+from inference_service.services.usage import UsageLedger
+from switchboard_common import PayloadTooLarge, UnprocessableContent
+
+Kind = Literal["chat", "generate"]
+JsonDict = dict[str, Any]
+
+
+@dataclass
+class Generation:
+    """One generation request in Ollama's shape, plus who asks and how urgently."""
+
+    kind: Kind
+    body: JsonDict
+    user: str
+    priority: int = 5
+
+    @property
+    def model(self) -> str:
+        return str(self.body["model"])
+
+
+def prompt_bytes(body: JsonDict) -> int:
+    """UTF-8 size of the text a request sends to the model."""
+    parts = [body.get("prompt"), body.get("system"), body.get("suffix")]
+    parts += [m.get("content") for m in body.get("messages") or [] if isinstance(m, dict)]
+    return sum(len(p.encode()) for p in parts if isinstance(p, str))
+
+
+class InferenceService:
+    """Generations and embeddings across the backend pool."""
+
+    def __init__(
+        self,
+        pool: BackendPool,
+        admission: AdmissionGate,
+        ledger: UsageLedger,
+        max_prompt_bytes: int,
+    ) -> None:
+        self.pool = pool
+        self.admission = admission
+        self.ledger = ledger
+        self.max_prompt_bytes = max_prompt_bytes
+
+    def _check_size(self, size: int) -> None:
+        if size > self.max_prompt_bytes:
+            raise PayloadTooLarge(
+                f"The prompt is {size} bytes; the limit is {self.max_prompt_bytes}.",
+                limit_bytes=self.max_prompt_bytes,
+            )
+
+    async def _failover(self, model: str, failed: set[str], error: OllamaUnavailable) -> Backend:
+        """Another backend with ``model`` after ``failed`` ones were unavailable, else ``error``."""
+        try:
+            return await self.pool.pick(model, frozenset(failed))
+        except (ModelNotFound, OllamaUnavailable):
+            raise error from None
+
+    async def _prepare(self, gen: Generation, failed: set[str] | None = None) -> Backend:
+        self._check_size(prompt_bytes(gen.body))
+        backend = await self.pool.pick(gen.model, frozenset(failed or ()))
+        num_ctx = (gen.body.get("options") or {}).get("num_ctx")
+        if isinstance(num_ctx, int):
+            async with self.pool.use(backend):
+                limit = await self.pool.context_length(backend, gen.model)
+            if limit is not None and num_ctx > limit:
+                raise UnprocessableContent(
+                    f"options.num_ctx {num_ctx} exceeds the context length of "
+                    f"'{gen.model}' ({limit}).",
+                    errors=[{"loc": ["body", "options", "num_ctx"], "msg": f"max {limit}"}],
+                )
+        return backend
+
+    async def _record(self, gen: Generation, final: JsonDict) -> None:
+        await self.ledger.record(
+            gen.user,
+            gen.model,
+            int(final.get("prompt_eval_count") or 0),
+            int(final.get("eval_count") or 0),
+        )
+
+    async def complete(self, gen: Generation) -> JsonDict:
+        """A whole (non-streamed) answer in Ollama's shape."""
+        failed: set[str] = set()
+        while True:
+            backend = await self._prepare(gen, failed)
+            try:
+                async with (
+                    self.admission.admit(backend.name, gen.model, gen.priority, None),
+                    self.pool.use(backend),
+                ):
+                    call = backend.client.chat if gen.kind == "chat" else backend.client.generate
+                    result = await call(gen.body)
+            except OllamaUnavailable as exc:
+                failed.add(backend.name)
+                await self._failover(gen.model, failed, exc)
+                continue
+            await self._record(gen, result)
+            return result
+
+    async def stream(
+        self, gen: Generation, on_position: PositionCallback | None = None
+    ) -> AsyncIterator[JsonDict]:
+        """Ollama chunks as they arrive; usage is recorded before the final chunk.
+
+        A backend that is unavailable before the first chunk is failed over to another one
+        that has the model; after the first chunk nothing is retried.
+        """
+        failed: set[str] = set()
+        while True:
+            backend = await self._prepare(gen, failed)
+            started = False
+            try:
+                async with (
+                    self.admission.admit(backend.name, gen.model, gen.priority, on_position),
+                    self.pool.use(backend),
+                ):
+                    client = backend.client
+                    chunks = client.stream_chat if gen.kind == "chat" else client.stream_generate
+                    async for chunk in chunks(gen.body):
+                        started = True
+                        if chunk.get("done"):
+                            await self._record(gen, chunk)
+                        yield chunk
+                return
+            except OllamaUnavailable as exc:
+                if started:
+                    raise
+                failed.add(backend.name)
+                await self._failover(gen.model, failed, exc)
+
+    async def embed(self, user: str, body: JsonDict, priority: int = 5) -> JsonDict:
+        """``/api/embed`` result; ``prompt_eval_count`` is recorded as prompt tokens."""
+        inputs = body.get("input")
+        texts = [inputs] if isinstance(inputs, str) else list(inputs or [])
+        self._check_size(sum(len(t.encode()) for t in texts if isinstance(t, str)))
+        model = str(body["model"])
+        failed: set[str] = set()
+        while True:
+            backend = await self.pool.pick(model, frozenset(failed))
+            try:
+                async with (
+                    self.admission.admit(backend.name, model, priority, None),
+                    self.pool.use(backend),
+                ):
+                    result = await backend.client.embed(body)
+                break
+            except OllamaUnavailable as exc:
+                failed.add(backend.name)
+                await self._failover(model, failed, exc)
+        await self.ledger.record(user, model, int(result.get("prompt_eval_count") or 0), 0)
+        return result

@@ -1,0 +1,214 @@
+"""``OllamaClient``: one Ollama backend over its REST API (JSON and NDJSON streams).
+
+Retries (tenacity, exponential backoff + jitter) cover connect errors, dropped connections
+without a response, 5xx and 503-busy — **before the first chunk only**. A read timeout
+before the answer is not retried (the backend may still be computing): it is a 503.
+Once a stream has yielded a chunk nothing is retried: a failure becomes
+:class:`UpstreamStreamError`.
+
+Error translation (tree in :mod:`inference_service.services.errors`): 404 → ``ModelNotFound``,
+400 → ``OllamaBadRequest`` (422), connect/5xx after retries → ``OllamaUnavailable`` (503),
+a ``{"error": …}`` line or a broken connection mid-stream → ``UpstreamStreamError``.
+
+A consumer that stops iterating (client disconnect) closes the upstream response in the
+generator's ``finally``, so Ollama sees the disconnect and cancels the generation.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
+
+from inference_service.services.errors import (
+    ModelNotFound,
+    OllamaBadRequest,
+    OllamaError,
+    OllamaUnavailable,
+    UpstreamStreamError,
+)
+
+JsonDict = dict[str, Any]
+_TRANSPORT_ERRORS = (httpx.TransportError,)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently to retry before the first chunk."""
+
+    retries: int = 3
+    base_s: float = 0.1
+    max_s: float = 2.0
+    jitter_s: float = 0.1
+
+
+class _Retryable(Exception):
+    """Internal: a failure worth another attempt (wraps the cause)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _error_message(body: bytes) -> str:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body.decode(errors="replace")[:200]
+    if isinstance(data, dict) and isinstance(data.get("error"), str):
+        return str(data["error"])
+    return str(data)[:200]
+
+
+class OllamaClient:
+    """Typed calls to one backend; ``http`` is owned by the caller (lifespan)."""
+
+    def __init__(self, http: httpx.AsyncClient, retry: RetryPolicy | None = None) -> None:
+        self.http = http
+        self.retry = retry or RetryPolicy()
+
+    @property
+    def base_url(self) -> str:
+        return str(self.http.base_url).rstrip("/")
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    def _retrying(self) -> AsyncRetrying:
+        p = self.retry
+        return AsyncRetrying(
+            stop=stop_after_attempt(p.retries + 1),
+            wait=wait_exponential(multiplier=p.base_s, max=p.max_s) + wait_random(0, p.jitter_s),
+            retry=retry_if_exception_type(_Retryable),
+            reraise=True,
+        )
+
+    async def _send(self, method: str, path: str, body: JsonDict | None) -> httpx.Response:
+        """Send with retries; returns an open (streamed) response with status < 500."""
+        request = self.http.build_request(method, path, json=body)
+        try:
+            async for attempt in self._retrying():
+                with attempt:
+                    try:
+                        response = await self.http.send(request, stream=True)
+                    except httpx.ReadTimeout as exc:  # it may still be computing: no retry
+                        raise OllamaUnavailable(
+                            "The model backend did not answer in time.", backend=self.base_url
+                        ) from exc
+                    except _TRANSPORT_ERRORS as exc:
+                        raise _Retryable(f"{type(exc).__name__}: {exc}") from exc
+                    if response.status_code >= 500:
+                        text = _error_message(await response.aread())
+                        await response.aclose()
+                        raise _Retryable(text, response.status_code)
+                    return response
+        except _Retryable as exc:
+            raise OllamaUnavailable(
+                f"The model backend is unavailable ({exc}).", backend=self.base_url
+            ) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _check(self, response: httpx.Response, model: str | None) -> None:
+        """Raise the translated error for a 4xx answer (closes the response)."""
+        if response.status_code < 400:
+            return
+        message = _error_message(await response.aread())
+        await response.aclose()
+        if response.status_code == 404 and model is not None:
+            raise ModelNotFound(model, [])
+        if response.status_code == 429:
+            raise OllamaUnavailable(f"The model backend is overloaded: {message}")
+        if response.status_code in (400, 422):
+            raise OllamaBadRequest(f"The model backend rejected the request: {message}")
+        raise OllamaError(f"The model backend answered {response.status_code}: {message}")
+
+    async def _json(self, method: str, path: str, body: JsonDict | None = None) -> JsonDict:
+        model = body.get("model") if body else None
+        response = await self._send(method, path, body)
+        await self._check(response, model if isinstance(model, str) else None)
+        try:
+            raw = await response.aread()
+        except _TRANSPORT_ERRORS as exc:
+            raise OllamaUnavailable("The model backend dropped the connection.") from exc
+        finally:
+            await response.aclose()
+        if not raw:
+            return {}
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            raise OllamaError("The model backend sent a malformed answer.") from exc
+        if isinstance(data, dict) and "error" in data:
+            raise OllamaUnavailable(f"The model failed: {data['error']}")
+        return data if isinstance(data, dict) else {"value": data}
+
+    async def _stream(self, path: str, body: JsonDict) -> AsyncIterator[JsonDict]:
+        model = body.get("model")
+        response = await self._send("POST", path, {**body, "stream": True})
+        try:
+            await self._check(response, model if isinstance(model, str) else None)
+            async for line in response.aiter_lines():
+                if not line.strip():
+                    continue
+                try:
+                    chunk = json.loads(line)
+                except ValueError as exc:
+                    raise UpstreamStreamError("The model backend sent a malformed line.") from exc
+                if isinstance(chunk, dict) and "error" in chunk:
+                    raise UpstreamStreamError(f"The model failed mid-stream: {chunk['error']}")
+                yield chunk
+        except _TRANSPORT_ERRORS as exc:
+            raise UpstreamStreamError(
+                f"The model backend connection failed mid-stream ({type(exc).__name__})."
+            ) from exc
+        finally:
+            await response.aclose()
+
+    # --- models ---------------------------------------------------------------------------
+
+    async def list_models(self) -> list[JsonDict]:
+        models = (await self._json("GET", "/api/tags")).get("models", [])
+        return list(models)
+
+    async def show(self, model: str) -> JsonDict:
+        return await self._json("POST", "/api/show", {"model": model})
+
+    def pull(self, model: str) -> AsyncIterator[JsonDict]:
+        return self._stream("/api/pull", {"model": model})
+
+    async def delete(self, model: str) -> None:
+        response = await self._send("DELETE", "/api/delete", {"model": model})
+        await self._check(response, model)
+        await response.aclose()
+
+    async def ps(self) -> list[JsonDict]:
+        return list((await self._json("GET", "/api/ps")).get("models", []))
+
+    async def version(self) -> str:
+        return str((await self._json("GET", "/api/version")).get("version", ""))
+
+    # --- inference ------------------------------------------------------------------------
+
+    async def chat(self, body: JsonDict) -> JsonDict:
+        return await self._json("POST", "/api/chat", {**body, "stream": False})
+
+    async def generate(self, body: JsonDict) -> JsonDict:
+        return await self._json("POST", "/api/generate", {**body, "stream": False})
+
+    def stream_chat(self, body: JsonDict) -> AsyncIterator[JsonDict]:
+        return self._stream("/api/chat", body)
+
+    def stream_generate(self, body: JsonDict) -> AsyncIterator[JsonDict]:
+        return self._stream("/api/generate", body)
+
+    async def embed(self, body: JsonDict) -> JsonDict:
+        return await self._json("POST", "/api/embed", body)

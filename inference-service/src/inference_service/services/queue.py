@@ -1,0 +1,293 @@
+"""The admission queue: bounded concurrency per backend+model, shared by all replicas via Redis.
+
+Ollama queues blindly (ollama#7758) and knows no users or priorities, so every generation
+asks :meth:`RedisAdmissionQueue.admit` for a slot first::
+
+    async with queue.admit(backend, model, priority, on_position=send_position):
+        ...  # talk to Ollama; one slot of backend|model is ours
+
+Algorithm (the Lua side is documented in ``queue_scripts.py``):
+
+1. **Slots are leases.** A holder is a member of ``{Q}:holders`` scored by lease expiry
+   (Redis clock). While inside the context a background task renews the lease every
+   ``lease_s / 3``; a replica that dies stops renewing and its slots are reclaimed by the
+   next script that runs after ``lease_s``.
+2. **Enqueue.** A request that cannot take a slot at once joins ``{Q}:wait`` with the score
+   ``enqueued_at - priority * aging_s``: ordering by it equals ordering by the aged priority
+   ``priority + waited / aging_s``, FIFO on ties. Each priority has its own bound
+   (``max_waiting``): beyond it → :class:`QueueFull`.
+3. **Wait.** The waiter sleeps until a release is published on the channel
+   ``<prefix>:released`` (one pub/sub listener per process) or ``poll_interval_s`` passes,
+   then runs ``POLL``: the best ``free`` waiters (rank < free slots) take a slot, others
+   learn their 1-based position (→ ``on_position`` when it changed) and refresh their
+   heartbeat. A waiter whose replica died stops heartbeating and is purged after
+   ``waiter_ttl_s``. After ``wait_timeout_s`` → :class:`QueueWaitTimeout`.
+4. **Leave.** Exiting the context — normally, by exception, or by cancellation while
+   waiting or holding — runs ``ABANDON`` in a shielded task, so a client that disconnects
+   frees its place or slot at once.
+
+Redis errors fail closed: :class:`QueueUnavailable` (503) rather than unbounded load on
+Ollama. A lease renewal that fails is logged and retried; the lease expires if Redis stays
+away, after which the slot may be given to someone else while the request still runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from inference_service.services import queue_scripts as lua
+from inference_service.services.queue_metrics import queue_metrics
+from inference_service.services.queue_models import (
+    MAX_PRIORITY,
+    MIN_PRIORITY,
+    QueueFull,
+    QueueKeys,
+    QueueKeySnapshot,
+    QueueSettings,
+    QueueSnapshot,
+    QueueUnavailable,
+    QueueWaitTimeout,
+)
+from inference_service.services.queue_notify import ReleaseNotifier
+
+logger = logging.getLogger(__name__)
+
+PositionCallback = Callable[[int], Awaitable[None]]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class RedisAdmissionQueue:
+    """An :class:`AdmissionGate` whose slots and queue live in Redis (see module docstring).
+
+    Call :meth:`start` once (starts the pub/sub listener) and :meth:`aclose` at shutdown;
+    without ``start`` waiters still work, by polling only.
+    """
+
+    def __init__(self, redis: Redis, settings: QueueSettings | None = None) -> None:
+        self.redis = redis
+        self.settings = settings or QueueSettings()
+        prefix = self.settings.key_prefix
+        self.registry_key = f"{prefix}:queues"
+        self.channel = f"{prefix}:released"
+        self.notifier = ReleaseNotifier(redis, self.channel)
+        self.replica = f"{socket.gethostname()}:{os.getpid()}"
+        self._enqueue = redis.register_script(lua.ENQUEUE)
+        self._poll = redis.register_script(lua.POLL)
+        self._abandon = redis.register_script(lua.ABANDON)
+        self._renew = redis.register_script(lua.RENEW)
+        self._snapshot = redis.register_script(lua.SNAPSHOT)
+        self._known: set[str] = set()
+        self._background: set[asyncio.Task[None]] = set()  # releases in flight
+        self._renewers: set[asyncio.Task[None]] = set()
+        self.metrics = queue_metrics()
+
+    async def start(self) -> None:
+        await self.notifier.start()
+
+    async def aclose(self) -> None:
+        await self.notifier.aclose()
+        for task in list(self._renewers):
+            task.cancel()
+        if self._background:  # releases still in flight
+            await asyncio.wait(list(self._background), timeout=5)
+
+    @asynccontextmanager
+    async def admit(
+        self,
+        backend: str,
+        model: str,
+        priority: int,
+        on_position: PositionCallback | None = None,
+    ) -> AsyncIterator[None]:
+        """Hold one slot of ``backend|model`` for the duration of the ``async with`` block."""
+        if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+            raise ValueError(f"priority must be {MIN_PRIORITY}..{MAX_PRIORITY}, got {priority}")
+        keys = QueueKeys(self.settings.key_prefix, backend, model)
+        holder_id = f"{self.replica}:{uuid.uuid4().hex}"
+        await self._wait_for_slot(keys, backend, priority, holder_id, on_position)
+        self.metrics.holding.labels(backend).inc()
+        renewer = self._spawn(self._keep_lease(keys, holder_id), self._renewers)
+        try:
+            yield
+        finally:
+            renewer.cancel()
+            self.metrics.holding.labels(backend).dec()
+            await self._leave(keys, priority, holder_id)
+
+    # -- waiting ----------------------------------------------------------------------------
+
+    async def _wait_for_slot(
+        self,
+        keys: QueueKeys,
+        backend: str,
+        priority: int,
+        holder_id: str,
+        on_position: PositionCallback | None,
+    ) -> None:
+        s = self.settings
+        started = time.monotonic()
+        deadline = started + s.wait_timeout_s
+        wake = self.notifier.event(keys.name)
+        waiting_gauge = self.metrics.waiting.labels(backend)
+        waiting_gauge.inc()
+        try:
+            await self._register(keys)
+            status, position, score = await self._call_enqueue(keys, priority, holder_id, "")
+            if status < 0:
+                self.metrics.rejected.labels(backend, "full").inc()
+                raise QueueFull(
+                    f"The queue for model '{keys.model}' is full at priority "
+                    f"{priority}; retry later.",
+                    retry_after=s.retry_after_s,
+                )
+            reported = 0
+            while status == 0:
+                if on_position is not None and position != reported:
+                    reported = position
+                    await on_position(position)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self.metrics.rejected.labels(backend, "timeout").inc()
+                    raise QueueWaitTimeout(
+                        f"No inference slot for '{keys.name}' became free within "
+                        f"{s.wait_timeout_s:g} s; retry later.",
+                        retry_after=s.retry_after_s,
+                    )
+                pause = s.poll_interval_s * random.uniform(0.8, 1.2)  # noqa: S311 (jitter)
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), timeout=min(pause, remaining))
+                wake = self.notifier.event(keys.name)
+                status, position = await self._call_poll(keys, priority, holder_id)
+                if status == -2:  # purged (heartbeat lapsed): rejoin at the same place
+                    status, position, _ = await self._call_enqueue(keys, priority, holder_id, score)
+        except BaseException as exc:
+            if isinstance(exc, QueueUnavailable):
+                self.metrics.rejected.labels(backend, "unavailable").inc()
+            await self._leave(keys, priority, holder_id)
+            raise
+        finally:
+            waiting_gauge.dec()
+        self.metrics.admitted.labels(backend, str(priority)).inc()
+        self.metrics.wait_seconds.labels(backend).observe(time.monotonic() - started)
+
+    async def _register(self, keys: QueueKeys) -> None:
+        if keys.name not in self._known:
+            await self._redis_call(self.redis.sadd(self.registry_key, keys.name))
+            self._known.add(keys.name)
+
+    async def _call_enqueue(
+        self, keys: QueueKeys, priority: int, holder_id: str, score: str
+    ) -> tuple[int, int, str]:
+        s = self.settings
+        args: list[str | int] = [
+            holder_id,
+            priority,
+            int(s.aging_s * 1_000_000),
+            int(s.waiter_ttl_s * 1000),
+            s.max_waiting_for(priority),
+            s.capacity(keys.backend, keys.model),
+            int(s.lease_s * 1000),
+            self.channel,
+            keys.name,
+            score,
+        ]
+        status, position, new_score = await self._redis_call(self._enqueue(keys.all, args))
+        return int(status), int(position), _text(new_score)
+
+    async def _call_poll(self, keys: QueueKeys, priority: int, holder_id: str) -> tuple[int, int]:
+        s = self.settings
+        args: list[str | int] = [
+            holder_id,
+            priority,
+            int(s.waiter_ttl_s * 1000),
+            s.capacity(keys.backend, keys.model),
+            int(s.lease_s * 1000),
+            self.channel,
+            keys.name,
+        ]
+        status, position = await self._redis_call(self._poll(keys.all, args))
+        return int(status), int(position)
+
+    async def _redis_call(self, call: Awaitable[Any]) -> Any:
+        try:
+            return await call
+        except RedisError as exc:
+            raise QueueUnavailable(
+                "The inference admission queue is unavailable (Redis); retry later.",
+                retry_after=self.settings.retry_after_s,
+            ) from exc
+
+    # -- holding and leaving ----------------------------------------------------------------
+
+    async def _keep_lease(self, keys: QueueKeys, holder_id: str) -> None:
+        s = self.settings
+        capacity = s.capacity(keys.backend, keys.model)
+        while True:
+            await asyncio.sleep(s.lease_s / 3)
+            try:
+                status = await self._renew(
+                    [keys.holders], [holder_id, int(s.lease_s * 1000), capacity]
+                )
+            except RedisError as exc:
+                logger.warning("queue lease renewal failed for %s: %s", keys.name, exc)
+                continue
+            if int(status) != 1:  # 2: re-taken, 0: lost and the slots are full
+                self.metrics.lease_lost.labels(keys.backend).inc()
+                logger.warning(
+                    "queue lease %s on %s had expired (%s)", holder_id, keys.name, status
+                )
+
+    async def _leave(self, keys: QueueKeys, priority: int, holder_id: str) -> None:
+        """Leave the queue / release the slot; survives the caller being cancelled."""
+        task = self._spawn(self._abandon_quietly(keys, priority, holder_id), self._background)
+        await asyncio.shield(task)
+
+    async def _abandon_quietly(self, keys: QueueKeys, priority: int, holder_id: str) -> None:
+        try:
+            await self._abandon(
+                [keys.holders, keys.wait, keys.heartbeats[priority]],
+                [holder_id, self.channel, keys.name],
+            )
+        except RedisError as exc:
+            logger.warning("queue release of %s failed (lease will expire): %s", keys.name, exc)
+        self.notifier.wake(keys.name)
+
+    @staticmethod
+    def _spawn(
+        coro: Coroutine[Any, Any, None], into: set[asyncio.Task[None]]
+    ) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro)
+        into.add(task)  # a strong reference until done
+        task.add_done_callback(into.discard)
+        return task
+
+    # -- observing --------------------------------------------------------------------------
+
+    async def snapshot(self) -> QueueSnapshot:
+        """Slots in use / capacity and live waiters per priority, for every known queue."""
+        names = sorted(
+            _text(n) for n in await self._redis_call(self.redis.smembers(self.registry_key))
+        )
+        queues: list[QueueKeySnapshot] = []
+        for name in names:
+            backend, _, model = name.partition("|")
+            keys = QueueKeys(self.settings.key_prefix, backend, model)
+            counts = [int(c) for c in await self._redis_call(self._snapshot(keys.all))]
+            capacity = self.settings.capacity(backend, model)
+            queues.append(QueueKeySnapshot.from_counts(backend, model, capacity, counts))
+        return QueueSnapshot(queues=queues)

@@ -1,0 +1,132 @@
+"""Fixtures for the inference service's tests: real simulators, a real service, real Redis.
+
+``start_sim(spawn)`` launches ``python -m ollama_sim`` on a free port and returns a
+:class:`SimHandle`; ``start_inference(spawn, urls, redis_url, **env)`` launches the service.
+``ident(scopes)`` builds the gateway-signed identity headers for a fresh user.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from switchboard_common.identity import (
+    IDENTITY_HEADER,
+    SIGNATURE_HEADER,
+    Principal,
+    sign_identity,
+)
+from switchboard_devtools.ports import free_port
+from tests.fixtures.processes import Spawn, module_argv
+
+SECRET = "inference-test-secret"
+
+
+@dataclass
+class SimHandle:
+    url: str
+
+    def config(self, **knobs: Any) -> dict[str, Any]:
+        resp = httpx.post(self.url + "/_sim/config", json=knobs, timeout=5)
+        assert resp.status_code == 200, resp.text
+        return dict(resp.json())
+
+    def reset(self) -> None:
+        httpx.post(self.url + "/_sim/reset", timeout=5).raise_for_status()
+
+    def stats(self) -> dict[str, Any]:
+        return dict(httpx.get(self.url + "/_sim/stats", timeout=5).json())
+
+    def requests(self, path: str) -> int:
+        return int(self.stats()["requests"].get(path, 0))
+
+    def wait_stats(
+        self, predicate: Callable[[dict[str, Any]], bool], within_s: float = 3.0
+    ) -> None:
+        deadline = time.monotonic() + within_s
+        while not predicate(stats := self.stats()):
+            if time.monotonic() > deadline:
+                pytest.fail(f"simulator stats condition not met: {stats}")
+            time.sleep(0.02)
+
+
+@dataclass
+class Service:
+    url: str
+
+    @property
+    def ws(self) -> str:
+        return self.url.replace("http://", "ws://")
+
+
+def start_sim(spawn: Spawn, name: str, *flags: str) -> SimHandle:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    spawn(name, module_argv("ollama_sim", "--port", str(port), *flags), ready_url=url + "/")
+    return SimHandle(url)
+
+
+def start_inference(spawn: Spawn, urls: list[str], redis_url: str, **env: str) -> Service:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    spawn(
+        "inference",
+        module_argv("inference_service"),
+        env={
+            "INFERENCE_PORT": str(port),
+            "INFERENCE_OLLAMA_URLS": ",".join(urls),
+            "INFERENCE_REDIS_URL": redis_url,
+            "INFERENCE_ENVIRONMENT": "test",
+            "INFERENCE_LOG_LEVEL": "warning",
+            "INFERENCE_OLLAMA_BACKOFF_BASE_S": "0.01",
+            "INFERENCE_OLLAMA_BACKOFF_JITTER_S": "0.01",
+            "INFERENCE_MODEL_REFRESH_INTERVAL_S": "0.3",
+            "SWITCHBOARD_INTERNAL_SECRET": SECRET,
+            **env,
+        },
+        ready_url=url + "/health",
+    )
+    return Service(url)
+
+
+def ident(*scopes: str, sub: str | None = None) -> dict[str, str]:
+    """Signed identity headers for a (fresh, unless ``sub``) user."""
+    sub = sub or f"user-{uuid.uuid4().hex[:10]}"
+    value, signature = sign_identity(
+        Principal(sub=sub, username=sub, scope=list(scopes or ("inference",))), SECRET
+    )
+    return {IDENTITY_HEADER: value, SIGNATURE_HEADER: signature, "X-Test-Sub": sub}
+
+
+def assert_problem(resp: httpx.Response, status: int) -> dict[str, Any]:
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"] == "application/problem+json"
+    assert "Traceback" not in resp.text
+    body: dict[str, Any] = resp.json()
+    assert body["status"] == status
+    return body
+
+
+def sse_events(text: str) -> list[tuple[str, Any]]:
+    """``[(event, data)]`` from an SSE body (data parsed as JSON when it is)."""
+    import json
+
+    out: list[tuple[str, Any]] = []
+    for frame in text.strip().split("\n\n"):
+        event, data = "message", ""
+        for line in frame.splitlines():
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: "):
+                data += line[6:]
+        try:
+            out.append((event, json.loads(data)))
+        except ValueError:
+            out.append((event, data))
+    return out

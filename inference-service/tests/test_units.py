@@ -1,0 +1,172 @@
+"""Unit tests: circuit breaker, priority clamping, the admission seam, stream plumbing."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import pytest
+
+from inference_service.services.admission import PositionCallback, clamp_priority
+from inference_service.services.backends import (
+    Backend,
+    BackendPool,
+    CircuitBreaker,
+    normalize_model,
+)
+from inference_service.services.errors import ModelNotFound
+from inference_service.services.inference import Generation, InferenceService
+from inference_service.services.json_completion import JsonCompleter
+from inference_service.services.ollama import OllamaClient, RetryPolicy
+from inference_service.services.streaming import prime, with_positions
+from switchboard_common import create_http_client
+from tests.fixtures.processes import Spawn
+
+from .conftest import SimHandle, start_sim
+
+
+def test_breaker_opens_half_opens_and_closes() -> None:
+    breaker = CircuitBreaker(threshold=2, cooldown_s=0.05)
+    breaker.failure()
+    assert breaker.state == "closed" and breaker.allow()
+    breaker.failure()
+    assert breaker.state == "open" and not breaker.allow()
+    time.sleep(0.06)
+    assert breaker.state == "half-open"
+    assert breaker.allow() and not breaker.allow()  # exactly one probe
+    breaker.failure()
+    assert breaker.state == "open"
+    time.sleep(0.06)
+    assert breaker.allow()
+    breaker.success()
+    assert breaker.state == "closed" and breaker.allow()
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [(None, 5), ("", 5), ("x", 5), (-4, 0), ("12", 9), (3, 3), ("7", 7)],
+)
+def test_clamp_priority(raw: int | str | None, expected: int) -> None:
+    assert clamp_priority(raw) == expected
+
+
+def test_normalize_model() -> None:
+    assert normalize_model("llama3.2") == "llama3.2:latest"
+    assert normalize_model("qwen2.5-coder:1.5b") == "qwen2.5-coder:1.5b"
+    assert normalize_model("registry.io:5000/ns/m") == "registry.io:5000/ns/m:latest"
+
+
+async def test_with_positions_interleaves_queue_events() -> None:
+    def start(on_position: PositionCallback) -> AsyncIterator[dict[str, Any]]:
+        async def chunks() -> AsyncIterator[dict[str, Any]]:
+            await on_position(2)
+            await on_position(1)
+            yield {"response": "hi", "done": False}
+            yield {"response": "", "done": True}
+
+        return chunks()
+
+    events = [e async for e in with_positions(start)]
+    assert [name for name, _ in events] == ["queued", "queued", "chunk", "chunk"]
+    assert events[0][1] == {"position": 2}
+
+
+async def test_prime_raises_before_the_response_starts() -> None:
+    async def failing() -> AsyncIterator[int]:
+        raise ModelNotFound("x", ["y"])
+        yield 1  # pragma: no cover
+
+    with pytest.raises(ModelNotFound):
+        await prime(failing())
+
+    async def numbers() -> AsyncIterator[int]:
+        for i in range(3):
+            yield i
+
+    assert [i async for i in await prime(numbers())] == [0, 1, 2]
+
+
+class RecordingGate:
+    """An AdmissionGate that records its calls and reports a queue position once."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, int]] = []
+
+    def admit(
+        self, backend: str, model: str, priority: int, on_position: PositionCallback | None
+    ) -> AbstractAsyncContextManager[None]:
+        self.calls.append((backend, model, priority))
+
+        @asynccontextmanager
+        async def held() -> AsyncIterator[None]:
+            if on_position is not None:
+                await on_position(1)
+            yield
+
+        return held()
+
+
+class MemoryLedger:
+    def __init__(self) -> None:
+        self.records: list[tuple[str, str, int, int]] = []
+
+    async def record(self, user: str, model: str, prompt: int, completion: int) -> None:
+        self.records.append((user, model, prompt, completion))
+
+
+@pytest.fixture(scope="module")
+def unit_sim(module_spawn: Spawn) -> SimHandle:
+    return start_sim(module_spawn, "sim-units")
+
+
+@pytest.fixture
+def gate_and_service(unit_sim: SimHandle) -> tuple[RecordingGate, MemoryLedger, Any]:
+    gate, ledger = RecordingGate(), MemoryLedger()
+
+    def build() -> InferenceService:
+        http = create_http_client(unit_sim.url)
+        backend = Backend(OllamaClient(http, RetryPolicy(retries=0)), CircuitBreaker(3, 1))
+        pool = BackendPool([backend], refresh_s=30)
+        return InferenceService(pool, gate, ledger, max_prompt_bytes=10_000)  # type: ignore[arg-type]
+
+    return gate, ledger, build
+
+
+async def test_every_generation_goes_through_the_gate(
+    gate_and_service: tuple[RecordingGate, MemoryLedger, Any], unit_sim: SimHandle
+) -> None:
+    gate, ledger, build = gate_and_service
+    service: InferenceService = build()
+    chat = {"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]}
+    await service.complete(Generation("chat", chat, "u1", priority=7))
+    events = [
+        e
+        async for e in with_positions(
+            lambda cb: service.stream(Generation("chat", chat, "u1", 2), cb)
+        )
+    ]
+    assert events[0] == ("queued", {"position": 1})
+    await service.embed("u1", {"model": "nomic-embed-text", "input": "a b"}, priority=0)
+    assert gate.calls == [
+        (unit_sim.url, "llama3.2", 7),
+        (unit_sim.url, "llama3.2", 2),
+        (unit_sim.url, "nomic-embed-text", 0),
+    ]
+    assert ledger.records == [
+        ("u1", "llama3.2", 1, 24),
+        ("u1", "llama3.2", 1, 24),
+        ("u1", "nomic-embed-text", 2, 0),
+    ]
+
+
+async def test_json_completer_is_a_review_backend(
+    gate_and_service: tuple[RecordingGate, MemoryLedger, Any],
+) -> None:
+    _, ledger, build = gate_and_service
+    completer = JsonCompleter(build)
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+    text = await completer.complete_json("llama3.2", "You review code.", "x = 1", schema)
+    assert text.startswith("{") and '"ok"' in text
+    assert ledger.records[0][0] == "service:code-analysis"
