@@ -64,7 +64,12 @@ class BenchStack:
             {"GATEWAY_PORT": str(gw_port), "GATEWAY_MEMORY_URL": self.upstream,
              "GATEWAY_INFERENCE_URL": self.upstream, "GATEWAY_AUTH_URL": self.auth,
              "GATEWAY_REVOCATION_REDIS_URL": redis + "/0", "GATEWAY_LOG_LEVEL": "warning",
-             "GATEWAY_PUBLIC_PATHS": "/memory/*", "SWITCHBOARD_INTERNAL_SECRET": secret},
+             "GATEWAY_PUBLIC_PATHS": "/memory/*", "SWITCHBOARD_INTERNAL_SECRET": secret,
+             "GATEWAY_REDIS_URL": redis + "/3",
+             # F1 is pure pass-through; the authenticated rows pay for a rate limit that is
+             # checked on every request but never reached
+             "GATEWAY_ANONYMOUS_RATE_LIMIT": "0",
+             "GATEWAY_RATE_LIMITS": "default=1000000000/minute"},
             self.gateway + "/ready",
         )  # fmt: skip
         self._login()

@@ -49,3 +49,11 @@ def test_credentials() -> None:
     assert credential_from(scope([(b"x-api-key", b"sk-1")])) == "sk-1"
     assert credential_from(scope([], query=b"access_token=t1")) is None  # http: headers only
     assert credential_from(scope([], "websocket", b"a=1&access_token=t1")) == "t1"
+
+
+def test_websocket_access_token_is_not_forwarded() -> None:
+    from gateway.services.ws_proxy import _without_access_token
+
+    assert _without_access_token(b"a=1&b=2") == "a=1&b=2"
+    assert _without_access_token(b"a=1&access_token=t&b=2") == "a=1&b=2"
+    assert "t1" not in _without_access_token(b"access%5Ftoken=t1&c=3")

@@ -69,6 +69,7 @@ def stack(module_spawn: Spawn, black_hole: int) -> Stack:
             "GATEWAY_TRACE_PROXY": "true",  # a span per request even without an exporter
             # pass-through is tested here; authentication in test_auth_enforcement.py
             "GATEWAY_PUBLIC_PATHS": "/memory/*,/inference/*,/code/*,/v1/*,/api/*,/knowledge/*",
+            "GATEWAY_ANONYMOUS_RATE_LIMIT": "0",  # limits are tested in test_rate_limits.py
         },
         ready_url=gateway + "/ready",
     )
@@ -380,3 +381,70 @@ def test_gateway_metrics_count_proxied_requests(client: httpx.Client) -> None:
         and 'status="200"' in ln
     )
     assert float(line.rsplit(" ", 1)[1]) >= 1
+
+
+# --- review fixes: truncated bodies, early disconnects, path tricks, early answers --------
+
+
+def raw_request(port: int, data: bytes, *, linger_s: float = 0.3) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(data)
+        time.sleep(linger_s)
+        sock.settimeout(0.2)
+        try:
+            return sock.recv(65536)
+        except TimeoutError:
+            return b""
+
+
+def port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+def test_truncated_body_never_reaches_the_upstream(client: httpx.Client, stack: Stack) -> None:
+    before = client.get("/memory/stream-stats").json()["echo_requests"]
+    raw_request(
+        port_of(stack.gateway),
+        b"POST /memory/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b"a" * 400,
+        linger_s=0.1,
+    )
+    time.sleep(0.3)
+    assert client.get("/memory/stream-stats").json()["echo_requests"] == before
+
+
+def test_client_leaving_before_the_answer_cancels_the_upstream(
+    client: httpx.Client, stack: Stack
+) -> None:
+    before = client.get("/memory/stream-stats").json()["slow_cancelled"]
+    raw_request(
+        port_of(stack.gateway),
+        b"GET /memory/slow?seconds=1.2 HTTP/1.1\r\nHost: x\r\n\r\n",
+        linger_s=0.3,
+    )
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        if client.get("/memory/stream-stats").json()["slow_cancelled"] > before:
+            return
+        time.sleep(0.05)
+    pytest.fail("the upstream kept working for a client that had gone")
+
+
+def test_upstream_answering_before_the_whole_upload_is_relayed(client: httpx.Client) -> None:
+    def gen() -> Iterator[bytes]:
+        for _ in range(40):
+            yield b"x" * 1500
+
+    resp = client.post("/memory/refuse-upload", content=gen())
+    assert resp.status_code == 413
+
+
+@pytest.mark.parametrize(
+    "path", ["/auth//internal/api-keys/verify", "/auth/./internal/x", "/memory/../auth/internal"]
+)
+def test_path_tricks_cannot_reach_blocked_routes(client: httpx.Client, path: str) -> None:
+    resp = client.get(path)
+    assert resp.status_code == 404, resp.text
+
+
+def test_forward_auth_is_off_by_default(client: httpx.Client) -> None:
+    _is_problem(client.get("/gateway/verify", headers={"X-Forwarded-Uri": "/memory/x"}), 404)

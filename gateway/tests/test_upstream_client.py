@@ -202,3 +202,16 @@ async def test_stale_pooled_connection_is_skipped(serve) -> None:  # type: ignor
     client.release(conn, resp)
     await asyncio.sleep(0.1)  # the server's FIN arrives
     assert client.idle_connection() is None
+
+
+async def test_interim_1xx_answers_are_skipped(serve) -> None:  # type: ignore[no-untyped-def]
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </x.css>\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+
+    client = await serve(handler)
+    status, headers, body, _ = await exchange(client)
+    assert (status, body) == (200, b"ok")
+    assert b"link" not in headers

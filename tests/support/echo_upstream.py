@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Query, Request, WebSocket, WebSocketDisconnect
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 from pydantic_settings import SettingsConfigDict
 
@@ -26,7 +26,13 @@ class EchoSettings(ServiceSettings):
 
 
 router = APIRouter()
-STATS = {"streams_started": 0, "streams_completed": 0, "streams_cancelled": 0}
+STATS = {
+    "streams_started": 0,
+    "streams_completed": 0,
+    "streams_cancelled": 0,
+    "slow_cancelled": 0,
+    "echo_requests": 0,
+}
 
 
 class Item(BaseModel):
@@ -37,6 +43,7 @@ class Item(BaseModel):
 @router.api_route("/{prefix}/echo", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
 async def echo(prefix: str, request: Request) -> dict[str, Any]:
     body = await request.body()
+    STATS["echo_requests"] += 1
     return {
         "method": request.method,
         "path": request.url.path,
@@ -85,9 +92,23 @@ async def stream_stats(prefix: str) -> dict[str, int]:
 
 
 @router.get("/{prefix}/slow")
-async def slow(prefix: str, seconds: float = Query(default=3.0, le=60)) -> dict[str, float]:
-    await asyncio.sleep(seconds)
+async def slow(
+    prefix: str, request: Request, seconds: float = Query(default=3.0, le=60)
+) -> dict[str, float]:
+    """Answers after ``seconds``, unless the caller goes away first (counted)."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while asyncio.get_running_loop().time() < deadline:
+        if await request.is_disconnected():
+            STATS["slow_cancelled"] += 1
+            return {"slept": -1}
+        await asyncio.sleep(0.05)
     return {"slept": seconds}
+
+
+@router.post("/{prefix}/refuse-upload")
+async def refuse_upload(prefix: str) -> Response:
+    """Answers 413 without reading the body, like a service enforcing its own limit."""
+    return Response(status_code=413, headers={"connection": "close"})
 
 
 @router.get("/{prefix}/big")

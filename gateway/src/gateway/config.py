@@ -5,6 +5,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from gateway.models.limits import Limit, parse_limits
 from switchboard_common import ServiceSettings
 
 
@@ -63,6 +64,28 @@ class Settings(ServiceSettings):
         "most this often (a redeployed service shows up within this time).",
     )
 
+    # --- rate limits (see docs/rate-limits.md) ---
+    rate_limit_enabled: bool = Field(default=True, description="Enforce rate limits.")
+    rate_limits: str = Field(
+        default="default=120/minute,free=120/minute,pro=1200/minute",
+        description="Per-tier limits per principal and service, e.g. `free=60/minute,"
+        "pro=600/minute`; `default` covers tiers not listed; `0` means unlimited.",
+    )
+    anonymous_rate_limit: str = Field(
+        default="60/minute", description="Limit per client IP on public routes (`0`: none)."
+    )
+    rate_limit_timeout_s: float = Field(
+        default=0.05,
+        gt=0,
+        description="Longest wait for Redis on a rate-limit check; past it the request is "
+        "served (fail open) and Redis is skipped for a second.",
+    )
+    rate_limit_lease_max: int = Field(
+        default=16,
+        ge=1,
+        description="Most slots a replica takes in one Redis call (1: exact per request).",
+    )
+
     # --- authentication (see docs/auth.md) ---
     auth_issuer: str = Field(
         default="switchboard-auth", description="Expected `iss` of access tokens."
@@ -87,15 +110,38 @@ class Settings(ServiceSettings):
         ge=0,
         description="How long a verified API key is trusted without asking auth.",
     )
-    revocation_redis_url: str = Field(
-        default="redis://127.0.0.1:6379/0",
-        description="The auth service's Redis (revoked sessions, revocation channel).",
+    revocation_redis_url: str | None = Field(
+        default=None,
+        description="The auth service's Redis database (revoked sessions, revocation "
+        "channel). Unset: GATEWAY_REDIS_URL. Point it at AUTH_REDIS_URL's database.",
+    )
+    forward_auth_enabled: bool = Field(
+        default=False,
+        description="Serve /gateway/verify (forwardAuth for Traefik/nginx). It hands out "
+        "signed identity headers, so only GATEWAY_FORWARD_AUTH_ALLOWED_FROM may call it.",
+    )
+    forward_auth_allowed_from: str = Field(
+        default="127.0.0.1/32,::1/128",
+        description="Comma-separated networks allowed to call /gateway/verify.",
     )
     public_paths: str = Field(
         default="",
         description="Extra comma-separated paths reachable without a credential; a trailing "
         "`*` makes a prefix (e.g. `/knowledge/public/*`).",
     )
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _valid_limits(cls, value: str) -> str:
+        parse_limits(value)
+        return value
+
+    @field_validator("anonymous_rate_limit")
+    @classmethod
+    def _valid_anonymous_limit(cls, value: str) -> str:
+        if value.strip().lower() not in ("", "0", "none"):
+            Limit.parse(value)
+        return value
 
     @field_validator("auth_url", "inference_url", "knowledge_url", "memory_url")
     @classmethod
@@ -108,6 +154,10 @@ class Settings(ServiceSettings):
             raise ValueError("must be an origin (http://host:port), without a path")
         port = parts.port or 80
         return f"http://{parts.hostname}:{port}"
+
+    @property
+    def revocation_redis(self) -> str:
+        return self.revocation_redis_url or self.redis_url
 
     def upstream_urls(self) -> dict[str, str]:
         """Service name → base URL."""

@@ -7,11 +7,13 @@ from fastapi import FastAPI
 
 from gateway.config import Settings
 from gateway.core.dispatch import GatewayApp
+from gateway.core.limits import LimitPolicy
 from gateway.core.route_table import RouteTable
 from gateway.core.security import Authenticator
 from gateway.routes import docs, fallback, health, verify
 from gateway.services.http_proxy import HttpProxy
 from gateway.services.openapi_merge import OpenApiAggregator
+from gateway.services.rate_limit import RateLimiter
 from gateway.services.upstreams import UpstreamPool
 from gateway.services.ws_proxy import WebSocketProxy
 from switchboard_common import create_redis, create_service_app
@@ -22,12 +24,20 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
     upstreams = UpstreamPool(settings)
     # Redis clients connect lazily; creating them here lets the app be assembled up front.
     revocation_redis = create_redis(
-        settings.revocation_redis_url, max_connections=16, timeout_s=settings.redis_timeout_s
+        settings.revocation_redis, max_connections=16, timeout_s=settings.redis_timeout_s
     )
     revocation_listener = create_redis(
-        settings.revocation_redis_url, max_connections=2, blocking_reads=True
+        settings.revocation_redis, max_connections=2, blocking_reads=True
     )
     auth = Authenticator(settings, upstreams, revocation_redis, revocation_listener)
+    limits_redis = create_redis(
+        settings.redis_url, max_connections=64, timeout_s=max(0.5, settings.rate_limit_timeout_s)
+    )
+    limiter = RateLimiter(
+        limits_redis,
+        timeout_s=settings.rate_limit_timeout_s,
+        lease_max=settings.rate_limit_lease_max,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -40,6 +50,7 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
             await upstreams.close()
             await revocation_listener.aclose()
             await revocation_redis.aclose()
+            await limits_redis.aclose()
 
     api = create_service_app(
         settings,
@@ -59,6 +70,8 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
         api,
         RouteTable(),
         auth,
+        LimitPolicy(settings),
+        limiter,
         HttpProxy(upstreams, settings),
         WebSocketProxy(upstreams, max_message_bytes=settings.max_body_bytes),
     )

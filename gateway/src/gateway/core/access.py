@@ -4,10 +4,15 @@
   JWKS) and the gateway's own operational routes (which never reach the proxy);
 - blocked: ``/auth/internal/*`` is service-to-service only and answers 404 from outside;
 - everything else needs a valid credential; each service's routes need its scope.
+
+Paths are judged after normalising them the way a server behind us might: repeated slashes
+collapse (``/auth//internal`` is ``/auth/internal``), and a path with ``.`` or ``..``
+segments is refused outright, so no spelling of a blocked path slips through.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 PUBLIC_PATHS = frozenset(
@@ -25,6 +30,20 @@ SERVICE_SCOPES: dict[str, str | None] = {
     "knowledge": "knowledge",
     "memory": "memory",
 }
+
+
+_SLASHES = re.compile(r"/{2,}")
+
+
+def normalize(path: str) -> str | None:
+    """``path`` with repeated slashes collapsed; None when it has dot segments."""
+    if "//" in path:
+        path = _SLASHES.sub("/", path)
+    if "/." in path:
+        segments = path.split("/")
+        if "." in segments or ".." in segments:
+            return None
+    return path
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +68,9 @@ class AccessPolicy:
                 self._cache[key] = found
         return found
 
-    def _decide(self, service: str, path: str) -> Rule:
-        if path.startswith(BLOCKED_PREFIXES):
+    def _decide(self, service: str, raw_path: str) -> Rule:
+        path = normalize(raw_path)
+        if path is None or path.startswith(BLOCKED_PREFIXES):
             return Rule(public=False, blocked=True, scope=None)
         normalised = path.rstrip("/") or "/"
         public = normalised in self.public or any(

@@ -9,14 +9,17 @@ FastAPI, which starts the upstream clients and the authenticator.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from fastapi import FastAPI
 from starlette.types import Message, Receive, Scope, Send
 
+from gateway.core.limits import LimitPolicy
 from gateway.core.responses import deny_websocket, send_problem
 from gateway.core.route_table import RouteTable
 from gateway.core.security import Authenticator, Decision
 from gateway.services.http_proxy import HttpProxy
+from gateway.services.rate_limit import RateLimiter
 from gateway.services.ws_proxy import WebSocketProxy
 from switchboard_common.request_context import request_id_from_headers
 
@@ -29,12 +32,16 @@ class GatewayApp:
         api: FastAPI,
         table: RouteTable,
         auth: Authenticator,
+        limits: LimitPolicy,
+        limiter: RateLimiter,
         http_proxy: HttpProxy,
         ws_proxy: WebSocketProxy,
     ) -> None:
         self.api = api
         self.table = table
         self.auth = auth
+        self.limits = limits
+        self.limiter = limiter
         self.http_proxy = http_proxy
         self.ws_proxy = ws_proxy
 
@@ -45,7 +52,17 @@ class GatewayApp:
             if service is not None:
                 request_id = request_id_from_headers(scope["headers"])
                 scope["switchboard.request_id"] = request_id
-                decision = await self.auth.authorize(scope, service)
+                try:
+                    decision = await self.auth.authorize(scope, service)
+                    if not decision.status:
+                        decision = await self._rate_limit(scope, service, decision)
+                except Exception:
+                    logger.exception("authorization failed for %s", scope["path"])
+                    decision = Decision(
+                        status=500,
+                        detail="The gateway could not check this request. Quote the "
+                        "request_id when reporting.",
+                    )
                 if kind == "http":
                     if decision.status:
                         await _refuse_http(scope, send, decision, request_id)
@@ -57,6 +74,23 @@ class GatewayApp:
                     await self.ws_proxy(scope, receive, send, service, decision.identity)
                 return
         await self.api(scope, receive, send)
+
+    async def _rate_limit(self, scope: Scope, service: str, decision: Decision) -> Decision:
+        """The decision, refused with 429 when the caller is over its limit; on success the
+        RateLimit-* headers ride along to the response."""
+        rule = self.limits.for_request(scope, service, decision.principal)
+        if rule is None:
+            return decision
+        outcome = await self.limiter.hit(*rule)
+        if outcome.allowed:
+            return replace(decision, response_headers=outcome.headers())
+        return Decision(
+            status=429,
+            detail=f"Rate limit of {outcome.limit} requests reached for {service}; "
+            f"retry in {max(1, round(outcome.reset_s))} s.",
+            response_headers=outcome.headers(),
+            extensions={"limit": outcome.limit},
+        )
 
     async def _proxy_http(
         self, scope: Scope, receive: Receive, send: Send, service: str, decision: Decision
@@ -70,7 +104,9 @@ class GatewayApp:
 
         identity = decision.identity if decision.principal is not None else None
         try:
-            await self.http_proxy(scope, receive, tracked_send, service, identity)
+            await self.http_proxy(
+                scope, receive, tracked_send, service, identity, decision.response_headers
+            )
         except Exception:
             logger.exception("proxy error for %s %s", scope["method"], scope["path"])
             if started:

@@ -153,7 +153,11 @@ class Authenticator:
         revoked = self.revocations
         if credential.startswith(API_KEY_PREFIX):
             entry = await self.api_keys.verify(credential, now)
-            if revoked.api_key_revoked(entry.principal.api_key_id):
+            # issued_at is when this check began, so a user disabled while auth was being
+            # asked is still caught
+            if revoked.api_key_revoked(entry.principal.api_key_id) or revoked.user_revoked_after(
+                entry.principal.sub, entry.issued_at
+            ):
                 raise InvalidToken("The API key was revoked.")
             return entry
         cached = self.tokens.cached(credential, now)

@@ -6,20 +6,42 @@ headers (``Authorization``, ``X-API-Key``) as they were. The answer is 200 with 
 identity headers to attach (``X-Switchboard-Identity``, ``X-Switchboard-Signature``; none
 for public routes) or the 401/403/404 problem the client should get. Identity headers the
 client sent are never used. See deploy/compose/traefik/dynamic.yml.
+
+The answer vouches for a caller, so the endpoint is off unless
+``GATEWAY_FORWARD_AUTH_ENABLED`` is set, and only networks in
+``GATEWAY_FORWARD_AUTH_ALLOWED_FROM`` (the proxy's) may call it.
 """
 
-from urllib.parse import urlsplit
+import ipaddress
+from functools import cache
+from urllib.parse import unquote, urlsplit
 
 from fastapi import APIRouter, Request, Response
 
 from gateway.core.responses import problem_messages
 from gateway.core.route_table import RouteTable
 from gateway.core.security import Authenticator
-from switchboard_common import NotFound, problem_responses
+from gateway.dependencies import SettingsDep
+from switchboard_common import BadRequest, Forbidden, NotFound, problem_responses
 from switchboard_common.request_context import current_request_id
 
 router = APIRouter(tags=["gateway"])
 _table = RouteTable()
+
+
+@cache
+def _networks(spec: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(
+        ipaddress.ip_network(n.strip(), strict=False) for n in spec.split(",") if n.strip()
+    )
+
+
+def _allowed(host: str, spec: str) -> bool:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return any(address in network for network in _networks(spec))
 
 
 @router.api_route(
@@ -31,9 +53,17 @@ _table = RouteTable()
         **problem_responses(401, 403, 404, 503),
     },
 )
-async def verify(request: Request) -> Response:
+async def verify(request: Request, settings: SettingsDep) -> Response:
+    if not settings.forward_auth_enabled:
+        raise NotFound("forwardAuth is off; set GATEWAY_FORWARD_AUTH_ENABLED=true to serve it.")
+    client = request.client.host if request.client else ""
+    if not _allowed(client, settings.forward_auth_allowed_from):
+        raise Forbidden("Only the proxies in GATEWAY_FORWARD_AUTH_ALLOWED_FROM may ask.")
     forwarded = request.headers.get("x-forwarded-uri", "")
-    path = urlsplit(forwarded).path or "/"
+    raw = urlsplit(forwarded).path or "/"
+    if "%2f" in raw.lower() or "%5c" in raw.lower():
+        raise BadRequest("Encoded slashes are not allowed in paths.")
+    path = unquote(raw)  # judge the path the service will see, decoded like uvicorn does
     service = _table.resolve(path)
     if service is None:
         raise NotFound(f"No service serves {path}.")

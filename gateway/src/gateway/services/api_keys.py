@@ -80,7 +80,7 @@ class ApiKeyVerifier:
             kind="api_key",
             api_key_id=identity.api_key_id,
         )
-        entry = VerifiedCredential(principal, expires_at=expires, issued_at=now)
+        entry = VerifiedCredential(principal, expires_at=expires, issued_at=now)  # check start
         self._ok[digest] = entry
         if len(self._ok) > MAX_ENTRIES:
             self._ok.popitem(last=False)

@@ -62,6 +62,10 @@ class BodyTooLarge(Exception):
     pass
 
 
+class ClientDisconnected(Exception):
+    """The client went away before its request was complete or answered."""
+
+
 class UpstreamFailure(Exception):
     """A failure before the response started, carrying the problem to answer with."""
 
@@ -85,7 +89,7 @@ class RequestBodyStream:
         while True:
             message = await self.receive()
             if message["type"] != "http.request":
-                return
+                raise ClientDisconnected  # a truncated body is never sent as a complete one
             chunk: bytes = message.get("body", b"")
             total += len(chunk)
             if total > self.limit:
@@ -113,9 +117,11 @@ class HttpProxy:
         send: Send,
         service: str,
         identity: list[tuple[bytes, bytes]] | None = None,
+        response_headers: list[tuple[bytes, bytes]] | None = None,
     ) -> None:
         """Proxy one request. ``identity``: gateway-signed headers for an authenticated
-        caller (the client's credentials are then not forwarded); None on public routes."""
+        caller (the client's credentials are then not forwarded); None on public routes.
+        ``response_headers``: added to the upstream's answer (e.g. RateLimit-*)."""
         started = time.perf_counter()
         method: str = scope["method"]
         request_id = scope.get("switchboard.request_id") or request_id_from_headers(
@@ -142,7 +148,9 @@ class HttpProxy:
         metrics.in_flight.inc()
         status = 500
         try:
-            status = await self._forward(scope, receive, send, service, req, request_id, span)
+            status = await self._forward(
+                scope, receive, send, service, req, request_id, span, response_headers
+            )
         finally:
             metrics.in_flight.dec()
             metrics.latency.observe(time.perf_counter() - started)
@@ -162,6 +170,7 @@ class HttpProxy:
         req: UpstreamRequestHeaders,
         request_id: str,
         span: Span | None,
+        response_headers: list[tuple[bytes, bytes]] | None = None,
     ) -> int:
         rid = request_id.encode()
         path: str = scope["path"]
@@ -177,7 +186,10 @@ class HttpProxy:
         if req.chunked or (length is not None and length > BUFFER_LIMIT):
             stream = RequestBodyStream(receive, self.max_body)
         elif length:
-            body = await _read_body(receive)
+            try:
+                body = await _read_body(receive)
+            except ClientDisconnected:
+                return 499  # nginx's "client closed request"; nothing is sent
 
         target: bytes = scope.get("raw_path") or path.encode()
         query: bytes = scope.get("query_string", b"")
@@ -187,8 +199,10 @@ class HttpProxy:
         client = self.pool.clients[service]
         try:
             conn, resp = await self._exchange(
-                client, method, target, req.headers, body, stream, length
+                client, method, target, req.headers, body, stream, length, receive
             )
+        except ClientDisconnected:
+            return 499
         except BodyTooLarge:
             return await self._too_large(send, path, request_id)
         except UpstreamError as exc:
@@ -205,7 +219,7 @@ class HttpProxy:
         body_consumed = stream is None or stream.finished
         try:
             return await self._respond(
-                conn, resp, scope, receive, send, rid, body_consumed, service
+                conn, resp, scope, receive, send, rid, body_consumed, service, response_headers
             )
         finally:
             client.release(conn, resp)
@@ -219,6 +233,7 @@ class HttpProxy:
         body: bytes,
         stream: RequestBodyStream | None,
         length: int | None,
+        receive: Receive,
     ) -> tuple[UpstreamConnection, UpstreamResponse]:
         """Send the request and wait for the response head; replay once on a stale socket."""
         replayable = method in IDEMPOTENT and stream is None
@@ -234,10 +249,8 @@ class HttpProxy:
                 else:
                     chunked = b"transfer-encoding: chunked\r\n"
                     resp = conn.start(client.head(method, target, headers, chunked), b"")
-                    async for chunk in stream:
-                        await conn.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-                    await conn.write(b"0\r\n\r\n")
-                await resp.read_headers(self.read_timeout)
+                    await self._send_body(conn, resp, stream)
+                await self._await_head(conn, resp, receive)
             except UpstreamDisconnected as exc:
                 conn.close()
                 # A pooled connection the upstream had already closed: safe to replay once.
@@ -250,6 +263,45 @@ class HttpProxy:
                 raise
             return conn, resp
 
+    async def _send_body(
+        self, conn: UpstreamConnection, resp: UpstreamResponse, stream: RequestBodyStream
+    ) -> None:
+        try:
+            async for chunk in stream:
+                await conn.write(b"%x\r\n%s\r\n" % (len(chunk), chunk), self.read_timeout)
+            await conn.write(b"0\r\n\r\n", self.read_timeout)
+        except UpstreamDisconnected:
+            if not resp.headers_done:
+                raise
+            # the upstream answered before taking the whole body (e.g. its own 413) and
+            # closed: relay that answer rather than a 502
+
+    async def _await_head(
+        self, conn: UpstreamConnection, resp: UpstreamResponse, receive: Receive
+    ) -> None:
+        """Wait for the response head; a client that leaves meanwhile cancels the upstream.
+
+        Most answers come within a few milliseconds, so the disconnect watcher (a task) is
+        only started for the slow ones.
+        """
+        quick = min(0.05, self.read_timeout)
+        try:
+            await resp.read_headers(quick)
+            return
+        except UpstreamTimeout:
+            if quick >= self.read_timeout:
+                raise
+        head = asyncio.ensure_future(resp.read_headers(self.read_timeout - quick))
+        watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
+        done, _ = await asyncio.wait({head, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if head in done:
+            watcher.cancel()
+            head.result()
+            return
+        head.cancel()
+        conn.close()  # the upstream sees the cancel
+        raise ClientDisconnected
+
     async def _respond(
         self,
         conn: UpstreamConnection,
@@ -260,22 +312,31 @@ class HttpProxy:
         rid: bytes,
         body_consumed: bool,
         service: str,
+        extra_headers: list[tuple[bytes, bytes]] | None = None,
     ) -> int:
         headers, streaming, length = client_response_headers(resp.headers, rid)
+        if extra_headers:
+            headers.extend(extra_headers)
         status = resp.status
-        if scope["method"] == "HEAD":
-            conn.close()  # the parser would wait for a body the upstream will not send
+        if scope["method"] == "HEAD" or status in (204, 304):
+            if scope["method"] == "HEAD":
+                conn.close()  # the parser would wait for a body the upstream will not send
+            else:  # no body: a Content-Length here would make our server expect one
+                headers = [h for h in headers if h[0] != b"content-length"]
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send(_EMPTY_BODY)
             return status
         if not streaming and length is not None and length <= BUFFER_LIMIT:
             try:
                 body = await resp.read(self.read_timeout)
-            except UpstreamError:
+            except UpstreamError as exc:
                 conn.close()
-                UPSTREAM_ERRORS.labels(service, "timeout").inc()
+                timed_out = isinstance(exc, UpstreamTimeout)
+                UPSTREAM_ERRORS.labels(service, "timeout" if timed_out else "disconnected").inc()
                 detail = f"The {service} service stopped sending its response."
-                return await self._problem(send, 504, detail, scope, rid, None)
+                return await self._problem(
+                    send, 504 if timed_out else 502, detail, scope, rid, None
+                )
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": body})
             return status
@@ -362,7 +423,7 @@ async def _read_body(receive: Receive) -> bytes:
     while True:
         message = await receive()
         if message["type"] != "http.request":
-            break
+            raise ClientDisconnected  # a truncated body is never sent as a complete one
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             break

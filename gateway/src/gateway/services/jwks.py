@@ -53,7 +53,10 @@ class JwksCache:
         """The key set if it knows ``kid`` (refetching once if allowed), else None."""
         if kid in self.kids:
             return self.keys
-        if time.monotonic() - self._last_fetch >= self.min_refetch_s:
+        if self._lock.locked():  # a fetch is in flight: its answer may know the kid
+            async with self._lock:
+                pass
+        elif time.monotonic() - self._last_fetch >= self.min_refetch_s:
             await self.fetch()
         return self.keys if kid in self.kids else None
 
@@ -67,6 +70,8 @@ class JwksCache:
                     if resp.status != 200:
                         raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status)
                     document = await resp.json(content_type=None)
+                if not isinstance(document, dict):
+                    raise ValueError("the JWKS is not a JSON object")
                 keys = [
                     k
                     for k in document.get("keys", [])
@@ -83,4 +88,7 @@ class JwksCache:
     async def _refresh_forever(self) -> None:
         while True:
             await asyncio.sleep(self.refresh_s)
-            await self.fetch()
+            try:
+                await self.fetch()
+            except Exception:  # never let one bad answer end the refreshing for good
+                logger.exception("JWKS refresh failed")

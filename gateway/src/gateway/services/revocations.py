@@ -27,6 +27,7 @@ from collections.abc import Callable
 
 from prometheus_client import Counter
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 logger = logging.getLogger("switchboard.gateway.revocations")
@@ -123,16 +124,22 @@ class Revocations:
                     self.on_revoked({"all": "resubscribed"})
                     self.listening.set()
                     backoff = 0.2
-                    last_ping = time.monotonic()
+                    last_ping = last_pong = time.monotonic()
                     while True:
                         message = await pubsub.get_message(
                             ignore_subscribe_messages=True, timeout=1.0
                         )
+                        now = time.monotonic()
                         if message is not None:
-                            self._handle(message)
-                        elif time.monotonic() - last_ping > 10:
-                            await pubsub.ping()  # a dead connection raises here
-                            last_ping = time.monotonic()
+                            if message.get("type") == "pong":
+                                last_pong = now
+                            else:
+                                self._handle(message)
+                        if now - last_ping > 10:
+                            await pubsub.ping()  # a closed connection raises here
+                            last_ping = now
+                        if now - last_pong > 35:  # a silently dead one stops answering
+                            raise RedisConnectionError("no PONG on the revocation channel")
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:

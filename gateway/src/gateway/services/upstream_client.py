@@ -200,10 +200,18 @@ class UpstreamConnection(asyncio.Protocol):
                 self._has_length = True
             response.headers.append((lname, value))
 
+    _informational = False
+
     def on_headers_complete(self) -> None:
         response = self.response
         if response is not None:
-            response.status = self.parser.get_status_code()
+            status = self.parser.get_status_code()
+            if 100 <= status < 200 and status != 101:
+                # an interim answer (100 Continue, 103 Early Hints): the real one follows
+                response.headers.clear()
+                self._informational = True
+                return
+            response.status = status
             response.headers_done = True
             response._wake()
 
@@ -217,6 +225,9 @@ class UpstreamConnection(asyncio.Protocol):
             response._wake()
 
     def on_message_complete(self) -> None:
+        if self._informational:
+            self._informational = False
+            return
         response = self.response
         if response is not None:
             response.body_done = True
@@ -248,15 +259,19 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport.write(head + body if body else head)
         return self.response
 
-    async def write(self, data: bytes) -> None:
-        """Write with backpressure (for streamed request bodies)."""
+    async def write(self, data: bytes, timeout_s: float) -> None:
+        """Write with backpressure (for streamed request bodies); an upstream that stops
+        reading for ``timeout_s`` is a timeout, not a hang."""
         if self.closed or self.transport is None:
             raise UpstreamDisconnected("upstream closed the connection", before_response=False)
         self.transport.write(data)
         if self._write_paused:
             self._write_waiter = self.loop.create_future()
             try:
-                await self._write_waiter
+                async with asyncio.timeout(timeout_s):
+                    await self._write_waiter
+            except TimeoutError as exc:
+                raise UpstreamTimeout(f"upstream read nothing for {timeout_s:g}s") from exc
             finally:
                 self._write_waiter = None
 

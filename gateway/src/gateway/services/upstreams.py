@@ -33,6 +33,7 @@ class UpstreamPool:
                 keepalive_s=settings.upstream_keepalive_s,
             )
         self._session: aiohttp.ClientSession | None = None
+        self._ws_session: aiohttp.ClientSession | None = None
         self.timeout = aiohttp.ClientTimeout(
             total=None,
             connect=settings.connect_timeout_s,
@@ -46,15 +47,27 @@ class UpstreamPool:
             raise RuntimeError("UpstreamPool used before start(); is the lifespan running?")
         return self._session
 
+    @property
+    def ws_session(self) -> aiohttp.ClientSession:
+        """WebSockets get their own connections: many long-lived sockets must never starve
+        the control calls (JWKS, API-key checks, health) of connections."""
+        if self._ws_session is None:
+            raise RuntimeError("UpstreamPool used before start(); is the lifespan running?")
+        return self._ws_session
+
     async def start(self) -> None:
+        self._session = self._new_session(limit=64)
+        self._ws_session = self._new_session(limit=self.settings.upstream_max_connections)
+
+    def _new_session(self, *, limit: int) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
-            limit=self.settings.upstream_max_connections,
+            limit=limit,
             limit_per_host=0,
             keepalive_timeout=self.settings.upstream_keepalive_s,
             ttl_dns_cache=60,
             enable_cleanup_closed=False,
         )
-        self._session = aiohttp.ClientSession(
+        return aiohttp.ClientSession(
             connector=connector,
             timeout=self.timeout,
             auto_decompress=False,
@@ -66,9 +79,10 @@ class UpstreamPool:
     async def close(self) -> None:
         for client in self.clients.values():
             client.close()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for session in (self._session, self._ws_session):
+            if session is not None:
+                await session.close()
+        self._session = self._ws_session = None
 
     def base_url(self, service: str) -> str:
         return self.base_urls[service]

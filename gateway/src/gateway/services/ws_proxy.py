@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from urllib.parse import parse_qsl, urlencode
 
 import aiohttp
 from starlette.types import Receive, Scope, Send
@@ -53,7 +54,7 @@ class WebSocketProxy:
         if query:
             target += "?" + query
         try:
-            upstream = await self.pool.session.ws_connect(
+            upstream = await self.pool.ws_session.ws_connect(
                 URL(target, encoded=True),
                 protocols=tuple(scope.get("subprotocols", ())),
                 headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in req.headers],
@@ -132,8 +133,12 @@ async def _deny(scope: Scope, send: Send, service: str, request_id: str) -> None
 
 
 def _without_access_token(query: bytes) -> str:
-    """The query string minus a browser's ``access_token`` (the gateway consumed it)."""
-    if b"access_token" not in query:
-        return query.decode("latin-1")
-    kept = [p for p in query.split(b"&") if not p.startswith(b"access_token=")]
-    return b"&".join(kept).decode("latin-1")
+    """The query string minus a browser's ``access_token`` (the gateway consumed it).
+
+    Parsed with the same decoder that found the token, so no spelling of the name
+    (``access%5Ftoken``) carries a credential upstream."""
+    text = query.decode("latin-1")
+    pairs = parse_qsl(text, keep_blank_values=True)
+    if all(key != "access_token" for key, _ in pairs):
+        return text
+    return urlencode([(k, v) for k, v in pairs if k != "access_token"])
