@@ -17,12 +17,18 @@ from tests.fixtures.processes import REPO_ROOT
 
 DOC = REPO_ROOT / "docs" / "configuration.md"
 SERVICES = [
-    ("gateway", "gateway.config"),
-    ("auth", "auth_service.config"),
-    ("inference", "inference_service.config"),
-    ("knowledge", "knowledge_service.config"),
-    ("memory", "memory_service.config"),
+    ("gateway", "gateway.config", "Settings"),
+    ("auth", "auth_service.config", "Settings"),
+    ("inference", "inference_service.config", "Settings"),
+    ("inference: admission queue", "inference_service.services.queue_models", "QueueSettings"),
+    ("knowledge", "knowledge_service.config", "Settings"),
+    ("memory", "memory_service.config", "Settings"),
 ]
+
+
+def settings_class(module: str, name: str) -> type[BaseSettings]:
+    cls: type[BaseSettings] = getattr(importlib.import_module(module), name)
+    return cls
 INTERNAL = {"service_name", "version"}  # fixed per build, not for operators
 
 
@@ -61,9 +67,9 @@ def describe(cls: type[BaseSettings], name: str) -> str:
 def test_every_setting_is_described() -> None:
     missing = [
         f"{service}: {name}"
-        for service, module in SERVICES
-        for name in importlib.import_module(module).Settings.model_fields
-        if name not in INTERNAL and not describe(importlib.import_module(module).Settings, name)
+        for service, module, cls_name in SERVICES
+        for name in settings_class(module, cls_name).model_fields
+        if name not in INTERNAL and not describe(settings_class(module, cls_name), name)
     ]
     assert not missing, f"settings without a description (shown in docs): {missing}"
 
@@ -78,8 +84,8 @@ def render() -> str:
         "placeholder value are refused unless `<PREFIX>ENVIRONMENT` is `local` or `test`.",
         "",
     ]
-    for service, module in SERVICES:
-        cls = importlib.import_module(module).Settings
+    for service, module, cls_name in SERVICES:
+        cls = settings_class(module, cls_name)
         lines += [f"## {service}", "", "| variable | default | meaning |", "|---|---|---|"]
         for name, field in cls.model_fields.items():
             if name in INTERNAL:
