@@ -94,10 +94,17 @@ class RateLimiter:
         self.lease_ttl_s = lease_ttl_s
         self.prefix = prefix
         self._leases: dict[str, _Lease] = {}
+        self._inflight: dict[str, asyncio.Future[None]] = {}
         self._skip_until = 0.0
         self._last_warning = 0.0
 
     async def hit(self, key: str, limit: Limit) -> Outcome:
+        # Single flight per key: requests arriving while this replica is already asking
+        # Redis for the key wait for that answer (and its lease) instead of asking too.
+        pending = self._inflight.get(key)
+        while pending is not None:
+            await asyncio.shield(pending)
+            pending = self._inflight.get(key)
         now = time.monotonic()
         lease = self._leases.get(key)
         if lease is not None:
@@ -111,6 +118,8 @@ class RateLimiter:
         if now < self._skip_until:
             return self._fail_open()
         size = self._lease_size(lease, limit, now)
+        flight: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = flight
         try:
             async with asyncio.timeout(self.timeout_s):
                 granted, remaining, reset_ms = await self.script(
@@ -120,6 +129,9 @@ class RateLimiter:
         except (RedisError, OSError, TimeoutError) as exc:
             self._skip_until = now + self.retry_s
             return self._fail_open(exc)
+        finally:
+            del self._inflight[key]
+            flight.set_result(None)
         granted, remaining, reset_s = int(granted), int(remaining), int(reset_ms) / 1000
         if granted == 0:
             self._leases.pop(key, None)
