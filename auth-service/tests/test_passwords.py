@@ -1,13 +1,18 @@
-"""Passwords: policy, argon2id hashing, and the dummy hash that hides unknown users."""
+"""Passwords: policy, argon2id hashing, the dummy hash that hides unknown users, and the
+limit on hashes running at once."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
+from typing import Any
 
 import pytest
 
 from auth_service.core.security import (
     Argon2Params,
+    HashingBusy,
     PasswordHasher,
     PasswordPolicy,
     check_password_policy,
@@ -70,3 +75,58 @@ async def test_unknown_user_costs_a_real_verification() -> None:
     unknown = min(timed(None) for _ in range(3))
     assert not await hasher.verify(None, "correct horse battery")
     assert unknown > known * 0.5, (known, unknown)
+
+
+class _SlowCountingHasher:
+    """Stands in for argon2-cffi's hasher: counts verifications running at once."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.running = 0
+        self.peak = 0
+        self._lock = threading.Lock()
+
+    def _work(self) -> None:
+        with self._lock:
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+        time.sleep(self.seconds)
+        with self._lock:
+            self.running -= 1
+
+    def verify(self, password_hash: str, password: str) -> bool:
+        self._work()
+        return False
+
+    def hash(self, password: str) -> str:
+        self._work()
+        return "$argon2id$fake"
+
+
+def _instrumented(seconds: float, **limits: Any) -> tuple[PasswordHasher, _SlowCountingHasher]:
+    hasher = PasswordHasher(FAST, **limits)
+    fake = _SlowCountingHasher(seconds)
+    hasher._hasher = fake  # type: ignore[assignment]
+    return hasher, fake
+
+
+async def test_hashing_never_runs_more_than_the_concurrency_limit() -> None:
+    hasher, fake = _instrumented(0.05, concurrency=2, queue_timeout_s=10)
+    calls = [hasher.verify(None, "x") for _ in range(6)] + [hasher.hash("y") for _ in range(4)]
+    await asyncio.gather(*calls)
+    assert fake.peak == 2  # bounded, and the bound is used
+
+
+async def test_waiting_past_the_queue_timeout_is_a_503_and_frees_nothing() -> None:
+    hasher, fake = _instrumented(0.5, concurrency=1, queue_timeout_s=0.05)
+    first = asyncio.ensure_future(hasher.verify(None, "x"))
+    await asyncio.sleep(0.01)  # the first holds the only slot
+    start = time.monotonic()
+    with pytest.raises(HashingBusy) as refused:
+        await hasher.verify(None, "x")
+    assert time.monotonic() - start < 0.3  # refused after the queue wait, not the hash
+    assert refused.value.status == 503
+    assert refused.value.headers["Retry-After"] == "1"
+    assert await first is False
+    assert await hasher.verify(None, "x") is False  # the slot was given back
+    assert fake.peak == 1

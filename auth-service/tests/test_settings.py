@@ -33,6 +33,7 @@ def test_defaults_match_the_contract() -> None:
     assert (settings.lockout_max_failures, settings.lockout_window_s) == (5, 900)
     assert settings.lockout_ip_max_failures == 20
     assert (settings.argon2_time_cost, settings.argon2_memory_cost) == (3, 65536)
+    assert (settings.hash_concurrency, settings.hash_queue_timeout_s) == (2, 5.0)
     assert settings.revocation_ttl_s == 960
 
 

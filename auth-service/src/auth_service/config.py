@@ -89,6 +89,21 @@ class Settings(ServiceSettings):
     argon2_time_cost: int = Field(default=3, ge=1, description="argon2id iterations.")
     argon2_memory_cost: int = Field(default=65536, ge=8, description="argon2id memory (KiB).")
     argon2_parallelism: int = Field(default=4, ge=1, description="argon2id lanes.")
+    hash_concurrency: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="Most argon2id hashes/verifications running at once per process. Each "
+        "holds AUTH_ARGON2_MEMORY_COST KiB, so peak hashing memory is this × "
+        "AUTH_ARGON2_MEMORY_COST KiB (default 2 × 64 MiB = 128 MiB).",
+    )
+    hash_queue_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="Longest wait (s) for a free hashing slot; past it the login or "
+        "registration gets a 503 problem with Retry-After instead of queueing on.",
+    )
 
     # API keys
     api_key_touch_interval_s: int = Field(

@@ -60,7 +60,9 @@ def password_hasher(settings: Settings) -> PasswordHasher:
             time_cost=settings.argon2_time_cost,
             memory_cost=settings.argon2_memory_cost,
             parallelism=settings.argon2_parallelism,
-        )
+        ),
+        concurrency=settings.hash_concurrency,
+        queue_timeout_s=settings.hash_queue_timeout_s,
     )
 
 

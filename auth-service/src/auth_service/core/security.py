@@ -3,6 +3,11 @@
 - :class:`PasswordHasher` — argon2id through argon2-cffi, run off the event loop. Verifying
   against a *dummy hash* when the user does not exist makes an unknown username cost the
   same as a wrong password (no user enumeration by timing).
+  Each hash/verify holds ``memory_cost`` KiB for its duration, and anyone can trigger one
+  (``/auth/token``, ``/auth/register``), so at most ``concurrency`` run at once (a dedicated
+  :class:`anyio.CapacityLimiter`, not anyio's 40-thread default): peak argon2 memory is
+  ``concurrency × memory_cost`` KiB (2 × 64 MiB by default). A call that waits longer than
+  ``queue_timeout_s`` for a slot gets a 503 problem with ``Retry-After`` instead of piling up.
 - :func:`check_password_policy` — minimum/maximum length, not the username.
 - Opaque secrets (refresh tokens, API keys) are 256-bit random strings; only their SHA-256
   is stored. A high-entropy secret needs no slow hash: SHA-256 cannot be brute-forced back,
@@ -13,12 +18,19 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import anyio
 import argon2
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from switchboard_common import ServiceUnavailable
+
+T = TypeVar("T")
 
 REFRESH_TOKEN_PREFIX = "rt-"  # noqa: S105 (a prefix, not a secret)
 API_KEY_PREFIX = "sk-"
@@ -32,25 +44,57 @@ class Argon2Params:
     parallelism: int = 4
 
 
-class PasswordHasher:
-    """argon2id hashing and verification; the CPU work runs in a worker thread."""
+class HashingBusy(ServiceUnavailable):
+    """No hashing slot freed up within the queue timeout (503, ``Retry-After``)."""
 
-    def __init__(self, params: Argon2Params) -> None:
+
+class PasswordHasher:
+    """argon2id hashing and verification; the CPU work runs in a worker thread.
+
+    At most ``concurrency`` hashes/verifications run at once; a caller waits at most
+    ``queue_timeout_s`` for a slot, then gets :class:`HashingBusy` (503).
+    """
+
+    def __init__(
+        self, params: Argon2Params, *, concurrency: int = 2, queue_timeout_s: float = 5.0
+    ) -> None:
+        if concurrency < 1 or queue_timeout_s <= 0:
+            raise ValueError("concurrency must be >= 1 and queue_timeout_s > 0")
         self._hasher = argon2.PasswordHasher(
             time_cost=params.time_cost,
             memory_cost=params.memory_cost,
             parallelism=params.parallelism,
             type=argon2.Type.ID,
         )
+        self.concurrency = concurrency
+        self.queue_timeout_s = queue_timeout_s
+        # Two limiters of the same size: `_slots` is what callers queue for (with a
+        # deadline); `_threads` keeps the work off anyio's shared default thread pool (a
+        # task holding a token of `_slots` cannot hand the same limiter to run_sync).
+        self._slots = anyio.CapacityLimiter(concurrency)
+        self._threads = anyio.CapacityLimiter(concurrency)
         # Same parameters as real hashes, so verifying against it costs the same.
         self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
 
     async def hash(self, password: str) -> str:
-        return await anyio.to_thread.run_sync(self._hasher.hash, password)
+        return await self._run(lambda: self._hasher.hash(password))
 
     async def verify(self, password_hash: str | None, password: str) -> bool:
         """True when ``password`` matches; with no hash (unknown user) a dummy is checked."""
-        return await anyio.to_thread.run_sync(self._verify_sync, password_hash, password)
+        return await self._run(lambda: self._verify_sync(password_hash, password))
+
+    async def _run(self, func: Callable[[], T]) -> T:
+        with anyio.move_on_after(self.queue_timeout_s) as waiting:
+            await self._slots.acquire()
+        if waiting.cancelled_caught:  # no slot in time (a cancelled acquire holds none)
+            raise HashingBusy(
+                "Too many passwords are being checked right now; try again shortly.",
+                retry_after=math.ceil(self.queue_timeout_s),
+            )
+        try:
+            return await anyio.to_thread.run_sync(func, limiter=self._threads)
+        finally:
+            self._slots.release()
 
     def _verify_sync(self, password_hash: str | None, password: str) -> bool:
         if password_hash is None:

@@ -51,7 +51,7 @@ class TokenForm(BaseModel):
     status_code=status.HTTP_201_CREATED,
     response_model=UserOut,
     summary="Create an account",
-    responses=problem_responses(403, 409, 422),
+    responses=problem_responses(403, 409, 422, 503),
 )
 async def register(body: RegisterRequest, accounts: AccountsDep) -> UserOut:
     return UserOut.model_validate(await accounts.register(body))

@@ -2,6 +2,9 @@
 
 Login never tells an unknown username from a wrong password: both verify an argon2 hash
 (a dummy one for unknown users), count a failure, and answer the same ``invalid_grant``.
+A disabled account answers that same ``invalid_grant`` even for the right password (and
+its attempt stays counted), so the answer never tells that the password was right.
+Each attempt is counted *before* its password is verified (see services/lockout.py).
 """
 
 from __future__ import annotations
@@ -20,7 +23,12 @@ from auth_service.core.errors import (
     WeakPassword,
     invalid_grant,
 )
-from auth_service.core.security import PasswordHasher, PasswordPolicy, check_password_policy
+from auth_service.core.security import (
+    HashingBusy,
+    PasswordHasher,
+    PasswordPolicy,
+    check_password_policy,
+)
 from auth_service.db.stores.users import UserStore
 from auth_service.db.tables import User
 from auth_service.db.types import utcnow
@@ -74,19 +82,29 @@ class AccountService:
     ) -> User:
         """The user for a correct username/password; ``invalid_grant`` otherwise."""
         name = normalize_username(username)
-        await throttle.ensure_allowed(name, ip)
+        await throttle.count_attempt(name, ip)  # 429 once the account or IP is used up
         user = await self.users.by_username(name) if _USERNAME.match(name) else None
-        ok = await self.hasher.verify(user.password_hash if user else None, password)
+        try:
+            ok = await self.hasher.verify(user.password_hash if user else None, password)
+        except HashingBusy:
+            await throttle.not_checked(name, ip)  # no password was checked: not a guess
+            raise
         if not ok or user is None:
-            await throttle.record_failure(name, ip)
             logger.info("login failed", extra={"ip": ip})
             raise invalid_grant()
-        await throttle.clear(name)
         if user.disabled:
-            raise invalid_grant("This account is disabled.")
+            # Same answer as a wrong password, and the attempt stays counted: a disabled
+            # account must not confirm a guessed password nor reset its lockout.
+            logger.info("login refused: account disabled", extra={"user_id": user.id})
+            raise invalid_grant()
+        await throttle.succeeded(name, ip)
         if self.hasher.needs_rehash(user.password_hash):
-            user.password_hash = await self.hasher.hash(password)
-            await self.db.commit()
+            try:
+                user.password_hash = await self.hasher.hash(password)
+            except HashingBusy:  # upgrading the hash can wait for the next login
+                pass
+            else:
+                await self.db.commit()
         return user
 
     async def active_user(self, user_id: str) -> User:
