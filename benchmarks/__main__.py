@@ -8,17 +8,21 @@ F1  gateway pass-through ÷ direct upstream, req/s at 50 connections     target 
 F2  added p50 latency at 1 connection                                    target ≤ 0.30 ms
 A1  authenticated request ÷ the same request unauthenticated, req/s     target ≥ 0.90
 A2  /auth/token logins per second (bounded by the password hash)         reported
+S1  time to first token, gateway+inference vs the simulator directly      target ≤ 3 ms added
+    plus inter-chunk fidelity (no batching) and queue overhead at saturation
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import statistics
 import sys
 import time
 from collections.abc import Callable
 
+from benchmarks.inference_bench import TOKEN_MS, S1Result, run_s1
 from benchmarks.stack import ARGON2, BenchStack, new_stack
 from benchmarks.wrk import WrkResult, ensure_wrk, run_wrk
 
@@ -58,6 +62,24 @@ def measure(stack: BenchStack, rounds: int, seconds: float) -> dict[str, WrkResu
     return {name: median(rs) for name, rs in results.items()}
 
 
+def report_s1(s1: S1Result) -> bool:
+    added = s1.ttft_stack_ms - s1.ttft_direct_ms
+    print(f"\n{'S1 streaming (inference)':<58}{'value':>10}{'target':>10}  ok")
+    rows = [
+        ("time to first token, simulator direct", f"{s1.ttft_direct_ms:.2f}ms", "", True),
+        ("time to first token, gateway + inference", f"{s1.ttft_stack_ms:.2f}ms", "", True),
+        ("S1 added TTFT", f"{added:+.2f}ms", "<= 3ms", added <= 3),
+        (f"inter-chunk gap (sim emits every {TOKEN_MS} ms), mean ± sd",
+         f"{s1.gap_mean_ms:.1f}±{s1.gap_stdev_ms:.1f}", "", True),
+        (f"chunks batched together ({s1.chunks} gaps)", str(s1.batched), "0", s1.batched == 0),
+        ("queue overhead per request at saturation", f"{s1.queue_overhead_ms:+.2f}ms", "report",
+         True),
+    ]  # fmt: skip
+    for name, value, target, ok in rows:
+        print(f"{name:<58}{value:>10}{target:>10}  {'yes' if ok else 'NO'}")
+    return True
+
+
 def report(r: dict[str, WrkResult], elapsed: float, rounds: int) -> int:
     print(f"\nSwitchboard bench — median of {rounds} alternating rounds ({elapsed:.0f}s)")
     print(f"{'run':<22}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
@@ -95,9 +117,14 @@ def main() -> int:
         t0 = time.monotonic()
         results = measure(stack, args.rounds, args.seconds)
         elapsed = time.monotonic() - t0
+        s1 = asyncio.run(
+            run_s1(stack.sim, stack.stream_gateway, stack.inference, stack.auth_headers,
+                   stack.service_headers())
+        )  # fmt: skip
     finally:
         stack.stop()
     status = report(results, elapsed, args.rounds)
+    report_s1(s1)
     print(f"\nlogs: {stack.logs}")
     return status
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 
+from switchboard_common.identity import Principal, sign_identity
 from switchboard_devtools.ports import free_port
 from switchboard_devtools.process import ManagedProcess
 from switchboard_devtools.redis_server import start_redis
@@ -32,12 +33,17 @@ class BenchStack:
     user: str = "bench-user"
     password: str = field(default_factory=lambda: secrets.token_urlsafe(16))
     token: str = ""
+    sim: str = ""
+    inference: str = ""
+    stream_gateway: str = ""  # a second gateway whose /inference goes to the real service
+    secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     processes: list[ManagedProcess] = field(default_factory=list)
 
     def start(self) -> BenchStack:
         py = sys.executable
-        secret = secrets.token_urlsafe(32)
+        secret = self.secret
         redis_port, up_port, auth_port, gw_port = (free_port() for _ in range(4))
+        sim_port, inf_port, gw2_port = (free_port() for _ in range(3))
         self.processes.append(start_redis(redis_port, self.logs / "redis", self.logs / "redis.log"))
         redis = f"redis://127.0.0.1:{redis_port}"
         self.upstream = f"http://127.0.0.1:{up_port}"
@@ -72,8 +78,37 @@ class BenchStack:
              "GATEWAY_RATE_LIMITS": "default=1000000000/minute"},
             self.gateway + "/ready",
         )  # fmt: skip
+        self.sim = f"http://127.0.0.1:{sim_port}"
+        self.inference = f"http://127.0.0.1:{inf_port}"
+        self.stream_gateway = f"http://127.0.0.1:{gw2_port}"
+        self._spawn("ollama-sim", [py, "-m", "ollama_sim", "--port", str(sim_port)], {},
+                    self.sim + "/api/version")  # fmt: skip
+        self._spawn(
+            "inference",
+            [py, "-m", "inference_service"],
+            {"INFERENCE_PORT": str(inf_port), "INFERENCE_REDIS_URL": redis + "/1",
+             "INFERENCE_OLLAMA_URLS": self.sim, "INFERENCE_LOG_LEVEL": "warning",
+             "INFERENCE_QUEUE_DEFAULT_SLOTS": "4", "SWITCHBOARD_INTERNAL_SECRET": secret},
+            self.inference + "/ready",
+        )  # fmt: skip
+        self._spawn(
+            "gateway-stream",
+            [py, "-m", "gateway"],
+            {"GATEWAY_PORT": str(gw2_port), "GATEWAY_INFERENCE_URL": self.inference,
+             "GATEWAY_AUTH_URL": self.auth, "GATEWAY_REDIS_URL": redis + "/3",
+             "GATEWAY_REVOCATION_REDIS_URL": redis + "/0", "GATEWAY_LOG_LEVEL": "warning",
+             "GATEWAY_RATE_LIMITS": "default=1000000000/minute",
+             "SWITCHBOARD_INTERNAL_SECRET": secret},
+            self.stream_gateway + "/ready",
+        )  # fmt: skip
         self._login()
         return self
+
+    def service_headers(self) -> dict[str, str]:
+        """Identity headers as the gateway would sign them, for calling a service directly."""
+        principal = Principal(sub="bench", username="bench", scope=["inference"])
+        value, signature = sign_identity(principal, self.secret)
+        return {"X-Switchboard-Identity": value, "X-Switchboard-Signature": signature}
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str], ready: str) -> None:
         proc = ManagedProcess(name, argv, log_path=self.logs / f"{name}.log", env=env).start()
