@@ -29,6 +29,8 @@ SERVICES = [
 def settings_class(module: str, name: str) -> type[BaseSettings]:
     cls: type[BaseSettings] = getattr(importlib.import_module(module), name)
     return cls
+
+
 INTERNAL = {"service_name", "version"}  # fixed per build, not for operators
 
 

@@ -60,3 +60,16 @@ class Settings(ServiceSettings):
     usage_retention_days: int = Field(
         default=90, ge=1, description="Days a per-user daily usage record is kept in Redis."
     )
+    cache_enabled: bool = Field(
+        default=True,
+        description="Cache deterministic completions (options.temperature 0 or options.seed "
+        "set) in Redis and replay them in any wire format (docs/caching.md).",
+    )
+    cache_ttl_s: int = Field(
+        default=3600, ge=1, description="Seconds a cached completion is kept in Redis."
+    )
+    cache_max_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1,
+        description="Largest cached entry (serialised bytes); larger answers are not cached.",
+    )

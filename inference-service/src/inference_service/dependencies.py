@@ -9,6 +9,7 @@ from inference_service.config import Settings
 from inference_service.services.admission import AdmissionGate, clamp_priority
 from inference_service.services.backends import BackendPool
 from inference_service.services.inference import InferenceService
+from inference_service.services.response_cache import ResponseCache
 from inference_service.services.usage import UsageLedger
 from switchboard_common.identity import Principal, require_scopes
 
@@ -57,8 +58,13 @@ def inference_for(app: FastAPI) -> InferenceService:
     """An ``InferenceService`` over the app's pool, current admission gate and Redis."""
     settings: Settings = app.state.settings
     ledger = UsageLedger(app.state.redis, settings.usage_retention_days)
+    cache = (
+        ResponseCache(app.state.redis, settings.cache_ttl_s, settings.cache_max_bytes)
+        if settings.cache_enabled
+        else None
+    )
     return InferenceService(
-        app.state.backend_pool, app.state.admission, ledger, settings.max_prompt_bytes
+        app.state.backend_pool, app.state.admission, ledger, settings.max_prompt_bytes, cache
     )
 
 

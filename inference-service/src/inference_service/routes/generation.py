@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
 
 from inference_service.core.sse import SSE_HEADERS, chunk_text, native_events, sse_stream, usage_of
@@ -34,6 +34,7 @@ from inference_service.services.requests import (
     generate_generation,
     priority_of,
 )
+from inference_service.services.response_cache_http import CacheControl, x_cache
 from inference_service.services.streaming import prime, with_positions
 from inference_service.services.tokens import count_tokens
 from switchboard_common import problem_responses
@@ -43,15 +44,23 @@ ERRORS = problem_responses(401, 403, 404, 413, 422, 503)
 
 
 async def answer(
-    service: InferenceService, gen: Generation, stream: bool
+    service: InferenceService,
+    gen: Generation,
+    stream: bool,
+    cache: CacheControl,
+    response: Response,
 ) -> CompletionResponse | StreamingResponse:
     """JSON answer, or an SSE stream whose first event was already produced."""
+    gen.cache = cache
     if stream:
         events = await prime(native_events(with_positions(lambda cb: service.stream(gen, cb))))
         return StreamingResponse(
-            sse_stream(events), media_type="text/event-stream", headers=SSE_HEADERS
+            sse_stream(events),
+            media_type="text/event-stream",
+            headers={**SSE_HEADERS, **x_cache(gen)},
         )
     result = await service.complete(gen)
+    response.headers.update(x_cache(gen))
     return CompletionResponse(
         model=str(result.get("model") or gen.model),
         message=AssistantMessage(content=chunk_text(result)),
@@ -67,9 +76,15 @@ async def answer(
     responses=ERRORS,
 )
 async def chat(
-    body: ChatRequest, principal: InferenceUser, service: InferenceDep, priority: HeaderPriority
+    body: ChatRequest,
+    principal: InferenceUser,
+    service: InferenceDep,
+    priority: HeaderPriority,
+    cache: CacheControl,
+    response: Response,
 ) -> CompletionResponse | StreamingResponse:
-    return await answer(service, chat_generation(body, principal.sub, priority), body.stream)
+    gen = chat_generation(body, principal.sub, priority)
+    return await answer(service, gen, body.stream, cache, response)
 
 
 @router.post(
@@ -83,8 +98,11 @@ async def generate(
     principal: InferenceUser,
     service: InferenceDep,
     priority: HeaderPriority,
+    cache: CacheControl,
+    response: Response,
 ) -> CompletionResponse | StreamingResponse:
-    return await answer(service, generate_generation(body, principal.sub, priority), body.stream)
+    gen = generate_generation(body, principal.sub, priority)
+    return await answer(service, gen, body.stream, cache, response)
 
 
 @router.post("/embed", response_model=EmbedResponse, summary="Embed texts", responses=ERRORS)

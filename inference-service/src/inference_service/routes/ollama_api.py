@@ -26,6 +26,7 @@ from inference_service.models.inference import ChatMessage, ModelOptions
 from inference_service.services.catalog import ModelCatalog
 from inference_service.services.inference import Generation, Kind
 from inference_service.services.requests import priority_of
+from inference_service.services.response_cache_http import CacheControl, x_cache
 from inference_service.services.streaming import prime
 from switchboard_common import problem_responses
 
@@ -73,27 +74,45 @@ async def _lines(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
 
 
 async def _generate(
-    kind: Kind, body: OllamaBody, user: str, service: InferenceDep, header: int | None
+    kind: Kind,
+    body: OllamaBody,
+    user: str,
+    service: InferenceDep,
+    header: int | None,
+    cache: CacheControl,
+    response: Response,
 ) -> Any:
-    gen = Generation(kind, body.upstream(), user, priority_of(body.priority, header))
+    gen = Generation(kind, body.upstream(), user, priority_of(body.priority, header), cache)
     if not body.stream:
-        return await service.complete(gen)
+        result = await service.complete(gen)
+        response.headers.update(x_cache(gen))
+        return result
     chunks = await prime(service.stream(gen))
-    return StreamingResponse(_lines(chunks), media_type=NDJSON)
+    return StreamingResponse(_lines(chunks), media_type=NDJSON, headers=x_cache(gen))
 
 
 @router.post("/chat", summary="Ollama chat (NDJSON stream by default)", responses=ERRORS)
 async def chat(
-    body: OllamaChatBody, principal: InferenceUser, service: InferenceDep, prio: HeaderPriority
+    body: OllamaChatBody,
+    principal: InferenceUser,
+    service: InferenceDep,
+    prio: HeaderPriority,
+    cache: CacheControl,
+    response: Response,
 ) -> Any:
-    return await _generate("chat", body, principal.sub, service, prio)
+    return await _generate("chat", body, principal.sub, service, prio, cache, response)
 
 
 @router.post("/generate", summary="Ollama generate (NDJSON stream by default)", responses=ERRORS)
 async def generate(
-    body: OllamaGenerateBody, principal: InferenceUser, service: InferenceDep, prio: HeaderPriority
+    body: OllamaGenerateBody,
+    principal: InferenceUser,
+    service: InferenceDep,
+    prio: HeaderPriority,
+    cache: CacheControl,
+    response: Response,
 ) -> Any:
-    return await _generate("generate", body, principal.sub, service, prio)
+    return await _generate("generate", body, principal.sub, service, prio, cache, response)
 
 
 @router.post("/embed", summary="Ollama embed", responses=ERRORS)

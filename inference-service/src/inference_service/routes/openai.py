@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from fastapi.responses import StreamingResponse
 
 from inference_service.core.sse import SSE_HEADERS, chunk_text, error_problem, sse
@@ -28,6 +28,7 @@ from inference_service.services.openai_wire import (
     finish_reason,
 )
 from inference_service.services.requests import priority_of
+from inference_service.services.response_cache_http import CacheControl, x_cache
 from inference_service.services.streaming import prime
 from switchboard_common import problem_responses
 
@@ -56,24 +57,40 @@ async def _frames(
 
 
 async def _respond(
-    service: InferenceService, gen: Generation, stream: bool, include_usage: bool, chat: bool
+    service: InferenceService,
+    gen: Generation,
+    stream: bool,
+    include_usage: bool,
+    chat: bool,
+    cache: CacheControl,
+    response: Response,
 ) -> Any:
     ids = CompletionIds(gen.model, chat)
+    gen.cache = cache
     if not stream:
-        return ids.whole(await service.complete(gen))
+        whole = ids.whole(await service.complete(gen))
+        response.headers.update(x_cache(gen))
+        return whole
     chunks = await prime(service.stream(gen))
     return StreamingResponse(
-        _frames(chunks, ids, include_usage), media_type="text/event-stream", headers=SSE_HEADERS
+        _frames(chunks, ids, include_usage),
+        media_type="text/event-stream",
+        headers={**SSE_HEADERS, **x_cache(gen)},
     )
 
 
 @router.post("/chat/completions", summary="OpenAI chat completions", responses=ERRORS)
 async def chat_completions(
-    body: OpenAIChatRequest, principal: InferenceUser, service: InferenceDep, prio: HeaderPriority
+    body: OpenAIChatRequest,
+    principal: InferenceUser,
+    service: InferenceDep,
+    prio: HeaderPriority,
+    cache: CacheControl,
+    response: Response,
 ) -> Any:
     gen = chat_to_generation(body, principal.sub, prio)
     include = bool(body.stream_options and body.stream_options.include_usage)
-    return await _respond(service, gen, body.stream, include, chat=True)
+    return await _respond(service, gen, body.stream, include, True, cache, response)
 
 
 @router.post("/completions", summary="OpenAI text completions", responses=ERRORS)
@@ -82,10 +99,12 @@ async def completions(
     principal: InferenceUser,
     service: InferenceDep,
     prio: HeaderPriority,
+    cache: CacheControl,
+    response: Response,
 ) -> Any:
     gen = completion_to_generation(body, principal.sub, prio)
     include = bool(body.stream_options and body.stream_options.include_usage)
-    return await _respond(service, gen, body.stream, include, chat=False)
+    return await _respond(service, gen, body.stream, include, False, cache, response)
 
 
 @router.post("/embeddings", summary="OpenAI embeddings", responses=ERRORS)

@@ -2,6 +2,8 @@
 
 pick a backend that has the model → validate against it (``num_ctx``) → admission gate
 (queue seam) → Ollama call with breaker accounting → usage ledger on completion.
+Deterministic requests are first looked up in the response cache (docs/caching.md): a hit
+is replayed as Ollama-shaped chunks without a backend, a queue slot or a backend call.
 Every route (native SSE/JSON, /v1, /api, WebSocket) converts the Ollama-shaped dicts this
 yields into its own format.
 """
@@ -9,12 +11,18 @@ yields into its own format.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from inference_service.services.admission import AdmissionGate, PositionCallback
 from inference_service.services.backends import Backend, BackendPool
 from inference_service.services.errors import ModelNotFound, OllamaUnavailable
+from inference_service.services.response_cache import (
+    CacheDirective,
+    CacheStatus,
+    Lookup,
+    ResponseCache,
+)
 from inference_service.services.usage import UsageLedger
 from switchboard_common import PayloadTooLarge, UnprocessableContent
 
@@ -30,6 +38,8 @@ class Generation:
     body: JsonDict
     user: str
     priority: int = 5
+    cache: CacheDirective = field(default_factory=CacheDirective)
+    cache_status: CacheStatus = "MISS"  # set by InferenceService: HIT when served from cache
 
     @property
     def model(self) -> str:
@@ -52,11 +62,13 @@ class InferenceService:
         admission: AdmissionGate,
         ledger: UsageLedger,
         max_prompt_bytes: int,
+        cache: ResponseCache | None = None,
     ) -> None:
         self.pool = pool
         self.admission = admission
         self.ledger = ledger
         self.max_prompt_bytes = max_prompt_bytes
+        self.cache = cache
 
     def _check_size(self, size: int) -> None:
         if size > self.max_prompt_bytes:
@@ -95,8 +107,25 @@ class InferenceService:
             int(final.get("eval_count") or 0),
         )
 
+    async def _lookup(self, gen: Generation) -> Lookup:
+        """The response-cache outcome (sets ``gen.cache_status``)."""
+        if self.cache is None:
+            return Lookup()
+        self._check_size(prompt_bytes(gen.body))
+        lookup = await self.cache.lookup(self.pool, gen.kind, gen.body, gen.cache)
+        gen.cache_status = lookup.status
+        return lookup
+
+    async def _record_hit(self, gen: Generation, final: JsonDict) -> None:
+        if self.cache is not None:
+            await self.cache.record_usage(self.ledger, gen.user, gen.model, final)
+
     async def complete(self, gen: Generation) -> JsonDict:
         """A whole (non-streamed) answer in Ollama's shape."""
+        lookup = await self._lookup(gen)
+        if lookup.hit is not None:
+            await self._record_hit(gen, lookup.hit.final)
+            return lookup.hit.whole(gen.kind, gen.model)
         failed: set[str] = set()
         while True:
             backend = await self._prepare(gen, failed)
@@ -112,6 +141,8 @@ class InferenceService:
                 await self._failover(gen.model, failed, exc)
                 continue
             await self._record(gen, result)
+            if self.cache is not None and lookup.recorder is not None:
+                await self.cache.store_whole(lookup.recorder, result)
             return result
 
     async def stream(
@@ -120,8 +151,18 @@ class InferenceService:
         """Ollama chunks as they arrive; usage is recorded before the final chunk.
 
         A backend that is unavailable before the first chunk is failed over to another one
-        that has the model; after the first chunk nothing is retried.
+        that has the model; after the first chunk nothing is retried. A cache hit is replayed
+        chunk by chunk; a miss is stored only once its final chunk arrived.
         """
+        lookup = await self._lookup(gen)
+        if lookup.hit is not None:
+            *pieces, final = lookup.hit.chunks(gen.kind, gen.model)
+            for chunk in pieces:
+                yield chunk
+            await self._record_hit(gen, final)
+            yield final
+            return
+        recorder = lookup.recorder
         failed: set[str] = set()
         while True:
             backend = await self._prepare(gen, failed)
@@ -135,8 +176,12 @@ class InferenceService:
                     chunks = client.stream_chat if gen.kind == "chat" else client.stream_generate
                     async for chunk in chunks(gen.body):
                         started = True
+                        if recorder is not None:
+                            recorder.add(chunk)
                         if chunk.get("done"):
                             await self._record(gen, chunk)
+                            if self.cache is not None and recorder is not None:
+                                await self.cache.store(recorder, chunk)
                         yield chunk
                 return
             except OllamaUnavailable as exc:
