@@ -72,10 +72,10 @@ class BenchStack:
              "GATEWAY_REVOCATION_REDIS_URL": redis + "/0", "GATEWAY_LOG_LEVEL": "warning",
              "GATEWAY_PUBLIC_PATHS": "/memory/*", "SWITCHBOARD_INTERNAL_SECRET": secret,
              "GATEWAY_REDIS_URL": redis + "/3",
-             # F1 is pure pass-through; the authenticated rows pay for a rate limit that is
-             # checked on every request but never reached
+             # F1 is pure pass-through and A1 is authentication alone: no rate limits here
+             # (the Gateway issue's G1 row will add them)
              "GATEWAY_ANONYMOUS_RATE_LIMIT": "0",
-             "GATEWAY_RATE_LIMITS": "default=1000000000/minute"},
+             "GATEWAY_RATE_LIMITS": "default=0"},
             self.gateway + "/ready",
         )  # fmt: skip
         self.sim = f"http://127.0.0.1:{sim_port}"
