@@ -1,8 +1,9 @@
 """inference service settings: environment variables prefixed ``INFERENCE_``."""
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from inference_service.services.admission import parse_priority_caps
 from switchboard_common import ServiceSettings
 
 
@@ -52,6 +53,25 @@ class Settings(ServiceSettings):
         gt=0,
         description="Seconds an open breaker rejects traffic before one half-open probe.",
     )
+    priority_caps: str = Field(
+        default="default=6,pro=8",
+        description="Highest queue priority (0..9) each tier may ask for with X-Priority or "
+        "`priority`; `default` covers unlisted tiers; admins may use 9. Higher asks are "
+        "lowered to the cap.",
+    )
+
+    def priority_cap(self, tier: str, role: str) -> int:
+        if role == "admin":
+            return 9
+        caps = parse_priority_caps(self.priority_caps)
+        return caps.get(tier, caps.get("default", 9))
+
+    @field_validator("priority_caps")
+    @classmethod
+    def _valid_caps(cls, value: str) -> str:
+        parse_priority_caps(value)
+        return value
+
     max_prompt_bytes: int = Field(
         default=1024 * 1024,
         ge=1,

@@ -6,7 +6,7 @@ from fastapi import Depends, FastAPI, Header, Request
 from redis.asyncio import Redis
 
 from inference_service.config import Settings
-from inference_service.services.admission import AdmissionGate, clamp_priority
+from inference_service.services.admission import AdmissionGate, PriorityRequest, clamp_priority
 from inference_service.services.backends import BackendPool
 from inference_service.services.inference import InferenceService
 from inference_service.services.response_cache import ResponseCache
@@ -75,12 +75,18 @@ def get_inference(request: Request) -> InferenceService:
 InferenceDep = Annotated[InferenceService, Depends(get_inference)]
 
 
-def header_priority(x_priority: Annotated[str | None, Header()] = None) -> int | None:
-    """``X-Priority`` header as 0..9 (None when absent)."""
-    return None if x_priority is None else clamp_priority(x_priority)
+def header_priority(
+    principal: Annotated[Principal, require_scopes("inference")],
+    settings: SettingsDep,
+    x_priority: Annotated[str | None, Header()] = None,
+) -> PriorityRequest:
+    """The ``X-Priority`` the caller asked for (0..9, None when absent) and the cap of its
+    tier, taken from the gateway-signed identity: a free user cannot jump the queue."""
+    requested = None if x_priority is None else clamp_priority(x_priority)
+    return PriorityRequest(requested, settings.priority_cap(principal.tier, principal.role))
 
 
-HeaderPriority = Annotated[int | None, Depends(header_priority)]
+HeaderPriority = Annotated[PriorityRequest, Depends(header_priority)]
 
 InferenceUser = Annotated[Principal, require_scopes("inference")]
 AdminUser = Annotated[Principal, require_scopes("inference", "admin")]

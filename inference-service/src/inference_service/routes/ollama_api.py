@@ -23,6 +23,7 @@ from inference_service.dependencies import (
     PoolDep,
 )
 from inference_service.models.inference import ChatMessage, ModelOptions
+from inference_service.services.admission import PriorityRequest
 from inference_service.services.catalog import ModelCatalog
 from inference_service.services.inference import Generation, Kind
 from inference_service.services.requests import priority_of
@@ -78,7 +79,7 @@ async def _generate(
     body: OllamaBody,
     user: str,
     service: InferenceDep,
-    header: int | None,
+    header: PriorityRequest,
     cache: CacheControl,
     response: Response,
 ) -> Any:

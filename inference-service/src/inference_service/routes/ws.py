@@ -17,10 +17,11 @@ from typing import Any
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
+from inference_service.config import Settings
 from inference_service.core.sse import native_events, ws_message
 from inference_service.dependencies import inference_for
 from inference_service.models.inference import ChatRequest
-from inference_service.services.admission import clamp_priority
+from inference_service.services.admission import PriorityRequest, clamp_priority
 from inference_service.services.inference import Generation, InferenceService
 from inference_service.services.requests import chat_generation
 from inference_service.services.streaming import with_positions
@@ -53,10 +54,14 @@ async def _pump(websocket: WebSocket, service: InferenceService, gen: Generation
         await websocket.send_json(ws_message(name, data))
 
 
-def _priority(websocket: WebSocket) -> int | None:
-    """The handshake's ``X-Priority`` header, clamped (None when absent)."""
+def _priority(websocket: WebSocket, principal: Principal) -> PriorityRequest:
+    """The handshake's ``X-Priority`` header, clamped, and the caller's tier cap."""
     raw = websocket.headers.get("x-priority")
-    return None if raw is None else clamp_priority(raw)
+    settings: Settings = websocket.app.state.settings
+    return PriorityRequest(
+        None if raw is None else clamp_priority(raw),
+        settings.priority_cap(principal.tier, principal.role),
+    )
 
 
 @router.websocket("/inference/ws")
@@ -84,7 +89,7 @@ async def chat_socket(websocket: WebSocket) -> None:
                 )
                 await websocket.send_json(ws_message("error", problem))
                 continue
-            gen = chat_generation(request, principal.sub, _priority(websocket))
+            gen = chat_generation(request, principal.sub, _priority(websocket, principal))
             pump = asyncio.create_task(_pump(websocket, service, gen))
             while not pump.done():
                 await asyncio.wait({pump, receiver}, return_when=asyncio.FIRST_COMPLETED)

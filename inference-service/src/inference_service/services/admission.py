@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from typing import Protocol
 
 PositionCallback = Callable[[int], Awaitable[None]]
@@ -36,6 +37,30 @@ def clamp_priority(value: int | str | None, default: int = DEFAULT_PRIORITY) -> 
     except (TypeError, ValueError):
         return default
     return max(MIN_PRIORITY, min(MAX_PRIORITY, number))
+
+
+@dataclass(frozen=True, slots=True)
+class PriorityRequest:
+    """What a caller asked for (``X-Priority``, or None) and the most its tier may use."""
+
+    requested: int | None = None
+    cap: int = MAX_PRIORITY
+
+    def resolve(self, body_priority: int | None) -> int:
+        """The body field wins over the header; the tier's cap always applies."""
+        wanted = clamp_priority(body_priority if body_priority is not None else self.requested)
+        return min(wanted, self.cap)
+
+
+def parse_priority_caps(text: str) -> dict[str, int]:
+    """``default=6,pro=8`` → per-tier caps (clamped to 0..9)."""
+    caps: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        tier, _, value = part.partition("=")
+        if not value.strip().lstrip("-").isdigit():
+            raise ValueError(f"expected tier=number, got {part!r}")
+        caps[tier.strip()] = clamp_priority(value.strip())
+    return caps
 
 
 class AdmissionGate(Protocol):

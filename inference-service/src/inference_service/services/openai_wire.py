@@ -10,13 +10,14 @@ from typing import Any
 
 from inference_service.core.sse import chunk_text
 from inference_service.models.openai import OpenAIChatRequest, OpenAICompletionRequest
+from inference_service.services.admission import PriorityRequest
 from inference_service.services.inference import Generation
 from inference_service.services.requests import priority_of
 
 JsonDict = dict[str, Any]
 
 
-def chat_to_generation(req: OpenAIChatRequest, user: str, header: int | None) -> Generation:
+def chat_to_generation(req: OpenAIChatRequest, user: str, header: PriorityRequest) -> Generation:
     messages = [
         {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
         for m in req.messages
@@ -31,7 +32,7 @@ def chat_to_generation(req: OpenAIChatRequest, user: str, header: int | None) ->
 
 
 def completion_to_generation(
-    req: OpenAICompletionRequest, user: str, header: int | None
+    req: OpenAICompletionRequest, user: str, header: PriorityRequest
 ) -> Generation:
     body: JsonDict = {"model": req.model, "prompt": req.prompt, "options": req.options()}
     if req.suffix:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from inference_service.models.inference import ChatRequest, GenerateRequest, GenerationBase
-from inference_service.services.admission import clamp_priority
+from inference_service.services.admission import PriorityRequest
 from inference_service.services.inference import Generation
 
 
@@ -20,18 +20,20 @@ def _common(req: GenerationBase) -> dict[str, Any]:
     return body
 
 
-def priority_of(body_priority: int | None, header_priority: int | None) -> int:
-    """Body field wins over the ``X-Priority`` header; both are clamped to 0..9."""
-    return clamp_priority(body_priority if body_priority is not None else header_priority)
+def priority_of(body_priority: int | None, header: PriorityRequest) -> int:
+    """Body field wins over the ``X-Priority`` header; clamped to 0..9 and the tier's cap."""
+    return header.resolve(body_priority)
 
 
-def chat_generation(req: ChatRequest, user: str, header_priority: int | None) -> Generation:
+def chat_generation(req: ChatRequest, user: str, header_priority: PriorityRequest) -> Generation:
     body = _common(req)
     body["messages"] = [m.model_dump(exclude_none=True) for m in req.messages]
     return Generation("chat", body, user, priority_of(req.priority, header_priority))
 
 
-def generate_generation(req: GenerateRequest, user: str, header_priority: int | None) -> Generation:
+def generate_generation(
+    req: GenerateRequest, user: str, header_priority: PriorityRequest
+) -> Generation:
     body = _common(req)
     body["prompt"] = req.prompt
     for name in ("system", "suffix", "raw"):

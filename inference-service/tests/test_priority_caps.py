@@ -1,0 +1,44 @@
+"""A caller's queue priority is capped by its tier (from the gateway-signed identity)."""
+
+from __future__ import annotations
+
+import pytest
+
+from inference_service.config import Settings
+from inference_service.dependencies import header_priority
+from inference_service.services.admission import PriorityRequest, parse_priority_caps
+from switchboard_common.identity import Principal
+
+
+def principal(tier: str = "free", role: str = "user") -> Principal:
+    return Principal(sub="1", username="u", scope=["inference"], tier=tier, role=role)
+
+
+@pytest.mark.parametrize(
+    ("tier", "role", "asked", "body", "got"),
+    [
+        ("free", "user", "9", None, 6),  # default cap
+        ("free", "user", "2", None, 2),
+        ("free", "user", None, 9, 6),  # the body field is capped too
+        ("free", "user", None, None, 5),  # no ask: the default priority
+        ("pro", "user", "9", None, 8),
+        ("gold", "user", "9", None, 6),  # unlisted tier: the default cap
+        ("free", "admin", "9", None, 9),
+        ("pro", "user", "banana", None, 5),  # nonsense: the default
+    ],
+)
+def test_priority_is_capped_by_tier(
+    tier: str, role: str, asked: str | None, body: int | None, got: int
+) -> None:
+    request = header_priority(principal(tier, role), Settings(), asked)
+    assert request.resolve(body) == got
+
+
+def test_caps_are_validated() -> None:
+    assert parse_priority_caps("default=3, pro=12") == {"default": 3, "pro": 9}
+    with pytest.raises(ValueError, match="tier=number"):
+        Settings(priority_caps="pro=high")
+
+
+def test_uncapped_request_keeps_the_full_range() -> None:
+    assert PriorityRequest(requested=9).resolve(None) == 9
