@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
 
 from opentelemetry.trace import Span, StatusCode
 from starlette.types import Receive, Scope, Send
@@ -37,6 +36,12 @@ from gateway.core.monitoring import (
     start_proxy_span,
 )
 from gateway.core.responses import send_problem
+from gateway.services.request_body import (
+    BodyTooLarge,
+    ClientDisconnected,
+    RequestBodyStream,
+    read_body,
+)
 from gateway.services.upstream_client import (
     UpstreamClient,
     UpstreamConnectError,
@@ -58,14 +63,6 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 _EMPTY_BODY = {"type": "http.response.body", "body": b"", "more_body": False}
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
-class ClientDisconnected(Exception):
-    """The client went away before its request was complete or answered."""
-
-
 class UpstreamFailure(Exception):
     """A failure before the response started, carrying the problem to answer with."""
 
@@ -74,31 +71,6 @@ class UpstreamFailure(Exception):
         self.status = status
         self.kind = kind
         self.detail = detail
-
-
-class RequestBodyStream:
-    """The client's body as an async iterator, cut off past ``limit`` bytes."""
-
-    def __init__(self, receive: Receive, limit: int) -> None:
-        self.receive = receive
-        self.limit = limit
-        self.finished = False
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        total = 0
-        while True:
-            message = await self.receive()
-            if message["type"] != "http.request":
-                raise ClientDisconnected  # a truncated body is never sent as a complete one
-            chunk: bytes = message.get("body", b"")
-            total += len(chunk)
-            if total > self.limit:
-                raise BodyTooLarge
-            if chunk:
-                yield chunk
-            if not message.get("more_body", False):
-                self.finished = True
-                return
 
 
 class HttpProxy:
@@ -187,7 +159,7 @@ class HttpProxy:
             stream = RequestBodyStream(receive, self.max_body)
         elif length:
             try:
-                body = await _read_body(receive)
+                body = await read_body(receive)
             except ClientDisconnected:
                 return 499  # nginx's "client closed request"; nothing is sent
 
@@ -416,18 +388,6 @@ def _as_failure(exc: UpstreamError, service: str) -> UpstreamFailure:
     return UpstreamFailure(
         502, "disconnected", f"The {service} service closed the connection early."
     )
-
-
-async def _read_body(receive: Receive) -> bytes:
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            raise ClientDisconnected  # a truncated body is never sent as a complete one
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def _wait_for_disconnect(receive: Receive) -> None:
