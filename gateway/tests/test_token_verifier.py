@@ -7,19 +7,20 @@ from typing import Any
 
 import pytest
 from joserfc import jwt
-from joserfc.jwk import KeySet, OKPKey
+from joserfc.jwk import OKPKey
 
-from gateway.services.token_verifier import InvalidToken, TokenVerifier
+from gateway.services.token_verifier import TokenVerifier
+from switchboard_common.access_tokens import InvalidToken
 
 KEY = OKPKey.generate_key("Ed25519", parameters={"kid": "k1"})
 
 
 class FakeJwks:
     def __init__(self) -> None:
-        self.keys = KeySet.import_key_set({"keys": [KEY.as_dict(private=False)]})
+        self.keys = {"k1": OKPKey.import_key(KEY.as_dict(private=False))}
         self.asked: list[str] = []
 
-    async def key_for(self, kid: str) -> KeySet | None:
+    async def key_for(self, kid: str) -> dict[str, OKPKey] | None:
         self.asked.append(kid)
         return self.keys if kid == "k1" else None
 

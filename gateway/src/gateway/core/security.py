@@ -24,8 +24,9 @@ from gateway.core.access import AccessPolicy
 from gateway.services.api_keys import API_KEY_PREFIX, ApiKeyVerifier, AuthUnavailable
 from gateway.services.jwks import JwksCache
 from gateway.services.revocations import Revocations
-from gateway.services.token_verifier import InvalidToken, TokenVerifier, VerifiedCredential
+from gateway.services.token_verifier import TokenVerifier, VerifiedCredential
 from gateway.services.upstreams import UpstreamPool
+from switchboard_common.access_tokens import InvalidToken
 from switchboard_common.identity import Principal
 
 NEED_CREDENTIAL = (

@@ -18,8 +18,9 @@ from datetime import datetime
 import aiohttp
 from pydantic import BaseModel, ValidationError
 
-from gateway.services.token_verifier import InvalidToken, VerifiedCredential
+from gateway.services.token_verifier import VerifiedCredential
 from gateway.services.upstreams import UpstreamPool
+from switchboard_common.access_tokens import InvalidToken
 from switchboard_common.identity import Principal, sign_identity
 
 logger = logging.getLogger("switchboard.gateway.api_keys")

@@ -15,7 +15,7 @@ import time
 
 import aiohttp
 from joserfc.errors import JoseError
-from joserfc.jwk import KeySet
+from joserfc.jwk import OKPKey
 
 from gateway.services.upstreams import UpstreamPool
 
@@ -29,8 +29,7 @@ class JwksCache:
         self.pool = pool
         self.refresh_s = refresh_s
         self.min_refetch_s = min_refetch_s
-        self.keys: KeySet = KeySet([])
-        self.kids: frozenset[str] = frozenset()
+        self.keys: dict[str, OKPKey] = {}
         self._last_fetch = float("-inf")
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -49,16 +48,16 @@ class JwksCache:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    async def key_for(self, kid: str) -> KeySet | None:
-        """The key set if it knows ``kid`` (refetching once if allowed), else None."""
-        if kid in self.kids:
+    async def key_for(self, kid: str) -> dict[str, OKPKey] | None:
+        """The keys by kid if ``kid`` is among them (refetching once if allowed), else None."""
+        if kid in self.keys:
             return self.keys
         if self._lock.locked():  # a fetch is in flight: its answer may know the kid
             async with self._lock:
                 pass
         elif time.monotonic() - self._last_fetch >= self.min_refetch_s:
             await self.fetch()
-        return self.keys if kid in self.kids else None
+        return self.keys if kid in self.keys else None
 
     async def fetch(self) -> bool:
         async with self._lock:
@@ -77,12 +76,11 @@ class JwksCache:
                     for k in document.get("keys", [])
                     if isinstance(k, dict) and k.get("kty") in ALLOWED_KEY_TYPES and k.get("kid")
                 ]
-                key_set = KeySet.import_key_set({"keys": keys})
+                by_kid = {str(k["kid"]): OKPKey.import_key(k) for k in keys}
             except (aiohttp.ClientError, TimeoutError, ValueError, JoseError) as exc:
-                logger.warning("JWKS fetch failed, keeping %d cached keys: %s", len(self.kids), exc)
+                logger.warning("JWKS fetch failed, keeping %d cached keys: %s", len(self.keys), exc)
                 return False
-            self.keys = key_set
-            self.kids = frozenset(str(k["kid"]) for k in keys)
+            self.keys = by_kid
             return True
 
     async def _refresh_forever(self) -> None:

@@ -1,33 +1,21 @@
 """Access-token verification with a cache, so each token's signature is checked once.
 
-Verification (joserfc): the algorithm allow-list is exactly ``Ed25519`` (RFC 9864's fully
-specified name; ``none``, HS* and everything else are refused before any key is used), the
-header must say ``typ: at+jwt`` and name a ``kid`` the JWKS knows, and ``iss``, ``aud``,
-``exp``, ``nbf`` and ``iat`` are checked with a small leeway. A verified token is cached
-(LRU, bounded) until it expires; the cache entry also holds the signed identity headers,
-re-signed every half identity lifetime. Revocation evicts entries (see revocations.py).
+What makes a token valid is the shared contract (``switchboard_common.access_tokens``:
+``Ed25519`` only, ``typ: at+jwt``, ``iss``/``aud``/``exp``/``nbf``/``iat`` with a small
+leeway). This module adds what the gateway needs around it: the signing key comes from the
+JWKS cache (refetched once for an unknown ``kid``), and a verified token is cached (LRU,
+bounded) until it expires, together with the signed identity headers, re-signed every half
+identity lifetime. Revocation evicts entries (see revocations.py).
 """
 
 from __future__ import annotations
 
-import base64
-import json
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from joserfc import jwt
-from joserfc.errors import JoseError
-
 from gateway.services.jwks import JwksCache
+from switchboard_common.access_tokens import InvalidToken, key_id, verify_access_token
 from switchboard_common.identity import IDENTITY_TTL_S, Principal, sign_identity
-
-ALGORITHMS = ["Ed25519"]
-TOKEN_TYPE = "at+jwt"  # noqa: S105 (a JOSE media type, not a secret)
-MAX_TOKEN_BYTES = 8192
-
-
-class InvalidToken(Exception):
-    """The token is not acceptable; the message is safe to show to the client."""
 
 
 @dataclass(slots=True)
@@ -51,18 +39,6 @@ class VerifiedCredential:
         return self.headers
 
 
-def unverified_header(token: str) -> dict[str, object]:
-    try:
-        segment = token.split(".", 1)[0]
-        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-        header = json.loads(raw)
-    except (ValueError, IndexError) as exc:
-        raise InvalidToken("The access token is malformed.") from exc
-    if not isinstance(header, dict):
-        raise InvalidToken("The access token is malformed.")
-    return header
-
-
 class TokenVerifier:
     def __init__(
         self, jwks: JwksCache, *, issuer: str, audience: str, leeway_s: int, cache_size: int
@@ -70,15 +46,8 @@ class TokenVerifier:
         self.jwks = jwks
         self.cache_size = cache_size
         self.leeway_s = leeway_s
-        self.registry = jwt.JWTClaimsRegistry(
-            leeway=leeway_s,
-            iss={"essential": True, "value": issuer},
-            aud={"essential": True, "value": audience},
-            exp={"essential": True},
-            sub={"essential": True},
-            sid={"essential": True},
-            iat={"essential": True},
-        )
+        self.issuer = issuer
+        self.audience = audience
         self._cache: OrderedDict[str, VerifiedCredential] = OrderedDict()
 
     def cached(self, token: str, now: float) -> VerifiedCredential | None:
@@ -93,37 +62,23 @@ class TokenVerifier:
 
     async def verify(self, token: str) -> VerifiedCredential:
         """Check signature and claims (no cache); raises :class:`InvalidToken`."""
-        if len(token) > MAX_TOKEN_BYTES or token.count(".") != 2:
-            raise InvalidToken("The access token is malformed.")
-        header = unverified_header(token)
-        if header.get("alg") not in ALGORITHMS:
-            raise InvalidToken("The access token's algorithm is not accepted.")
-        if header.get("typ") != TOKEN_TYPE:
-            raise InvalidToken("The token is not an access token.")
-        kid = header.get("kid")
-        if not isinstance(kid, str):
-            raise InvalidToken("The access token names no signing key.")
-        keys = await self.jwks.key_for(kid)
+        keys = await self.jwks.key_for(key_id(token))
         if keys is None:
             raise InvalidToken("The access token was signed by an unknown key.")
-        try:
-            decoded = jwt.decode(token, keys, algorithms=ALGORITHMS)
-            self.registry.validate(decoded.claims)
-        except JoseError as exc:
-            raise InvalidToken(_describe(exc)) from exc
-        claims = decoded.claims
-        scope = claims.get("scope", "")
+        claims = verify_access_token(
+            token, keys, issuer=self.issuer, audience=self.audience, leeway_s=self.leeway_s
+        )
         principal = Principal(
-            sub=str(claims["sub"]),
-            username=str(claims.get("username", "")),
-            sid=str(claims["sid"]),
-            scope=scope.split() if isinstance(scope, str) else [],
-            tier=str(claims.get("tier", "free")),
-            role=str(claims.get("role", "user")),
+            sub=claims.sub,
+            username=claims.username,
+            sid=claims.sid,
+            scope=claims.scopes,
+            tier=claims.tier,
+            role=claims.role,
             kind="user",
         )
         return VerifiedCredential(
-            principal, expires_at=float(claims["exp"]), issued_at=float(claims["iat"])
+            principal, expires_at=float(claims.exp), issued_at=float(claims.iat)
         )
 
     def remember(self, token: str, entry: VerifiedCredential) -> None:
@@ -147,19 +102,3 @@ class TokenVerifier:
 
     def __len__(self) -> int:
         return len(self._cache)
-
-
-def _describe(exc: JoseError) -> str:
-    name = type(exc).__name__
-    if name == "ExpiredTokenError":
-        return "The access token has expired; refresh it at /auth/refresh."
-    if name == "InvalidClaimError":
-        claim = getattr(exc, "claim", "claims")
-        if claim in ("nbf", "iat"):
-            return "The access token is not valid yet; check this client's and auth's clocks."
-        return f"The access token's {claim} claim is not accepted."
-    if name == "MissingClaimError":
-        return "The access token lacks a required claim."
-    if name == "BadSignatureError":
-        return "The access token's signature is not valid."
-    return "The access token is not valid."
