@@ -6,6 +6,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from switchboard_common.identity import ApiKeyIdentity, ApiKeyVerifyRequest
+
 MAX_API_KEY_TTL_S = 5 * 366 * 24 * 3600
 
 
@@ -43,19 +45,13 @@ class ApiKeyList(BaseModel):
     api_keys: list[ApiKeyOut]
 
 
-class ApiKeyVerifyRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    key: str = Field(min_length=1, max_length=256)
-
-
-class ApiKeyIdentity(BaseModel):
-    """Who an API key acts for (contract D); ``scope`` is space-separated like a JWT's."""
-
-    sub: str
-    username: str
-    scope: str
-    tier: str
-    role: str
-    api_key_id: str
-    expires_at: datetime | None
+# The internal verification contract lives in switchboard_common.identity, shared with
+# the gateway that calls it.
+__all__ = [
+    "ApiKeyCreate",
+    "ApiKeyCreated",
+    "ApiKeyIdentity",
+    "ApiKeyList",
+    "ApiKeyOut",
+    "ApiKeyVerifyRequest",
+]

@@ -10,18 +10,21 @@ remembered for a few seconds so a client retrying a bad key cannot load the auth
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections import OrderedDict
-from datetime import datetime
 
 import aiohttp
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from gateway.services.token_verifier import VerifiedCredential
 from gateway.services.upstreams import UpstreamPool
 from switchboard_common.access_tokens import InvalidToken
-from switchboard_common.identity import Principal, sign_identity
+from switchboard_common.identity import (
+    ApiKeyIdentity,
+    ApiKeyVerifyRequest,
+    Principal,
+    sign_identity,
+)
 
 logger = logging.getLogger("switchboard.gateway.api_keys")
 
@@ -32,16 +35,6 @@ MAX_ENTRIES = 10_000
 
 class AuthUnavailable(Exception):
     """The auth service could not be asked (down, timeout, broken answer)."""
-
-
-class ApiKeyIdentity(BaseModel):
-    sub: str
-    username: str
-    scope: str
-    tier: str
-    role: str
-    api_key_id: str
-    expires_at: datetime | None = None
 
 
 class ApiKeyVerifier:
@@ -107,7 +100,7 @@ class ApiKeyVerifier:
         try:
             async with self.pool.session.post(
                 url,
-                data=json.dumps({"key": key}),
+                data=ApiKeyVerifyRequest(key=key).model_dump_json(),
                 headers={
                     "content-type": "application/json",
                     "x-switchboard-identity": value,

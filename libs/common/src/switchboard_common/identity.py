@@ -32,6 +32,7 @@ import hashlib
 import hmac
 import json
 import time
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Request, Security
@@ -78,6 +79,26 @@ class Principal(BaseModel):
 
     def has_scope(self, scope: str) -> bool:
         return scope in self.scope
+
+
+class ApiKeyVerifyRequest(BaseModel):
+    """``POST /auth/internal/api-keys/verify`` (gateway → auth): the key to check."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(min_length=1, max_length=256)
+
+
+class ApiKeyIdentity(BaseModel):
+    """Who an API key acts for (auth → gateway); ``scope`` is space-separated like a JWT's."""
+
+    sub: str
+    username: str
+    scope: str
+    tier: str
+    role: str
+    api_key_id: str
+    expires_at: datetime | None = None
 
 
 def _secret_bytes(secret: str | SecretStr | bytes) -> bytes:
