@@ -65,6 +65,19 @@ class Service:
         return self.url.replace("http://", "ws://")
 
 
+@dataclass
+class Stack:
+    """A simulator and an inference service process using it."""
+
+    sim: SimHandle
+    service: Service
+
+
+def start_stack(spawn: Spawn, redis_url: str, sim_name: str, **env: str) -> Stack:
+    sim = start_sim(spawn, sim_name)
+    return Stack(sim, start_inference(spawn, [sim.url], redis_url, **env))
+
+
 def start_sim(spawn: Spawn, name: str, *flags: str) -> SimHandle:
     port = free_port()
     url = f"http://127.0.0.1:{port}"

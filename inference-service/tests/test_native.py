@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import httpx
 import pytest
@@ -16,31 +15,22 @@ from tests.fixtures.processes import Spawn
 from tests.fixtures.redis import RedisServer
 
 from .conftest import (
-    Service,
     SimHandle,
+    Stack,
     assert_problem,
     ident,
     sse_events,
-    start_inference,
-    start_sim,
+    start_stack,
 )
 
 CHAT = {"model": "llama3.2", "messages": [{"role": "user", "content": "Why is the sky blue?"}]}
 
 
-@dataclass
-class Stack:
-    sim: SimHandle
-    service: Service
-
-
 @pytest.fixture(scope="module")
 def stack(module_spawn: Spawn, redis_server: RedisServer) -> Stack:
-    sim = start_sim(module_spawn, "sim-native")
-    service = start_inference(
-        module_spawn, [sim.url], redis_server.url(0), INFERENCE_OLLAMA_READ_TIMEOUT_S="1.5"
+    return start_stack(
+        module_spawn, redis_server.url(0), "sim-native", INFERENCE_OLLAMA_READ_TIMEOUT_S="1.5"
     )
-    return Stack(sim, service)
 
 
 @pytest.fixture

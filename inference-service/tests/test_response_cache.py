@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -22,19 +21,18 @@ from inference_service.services.response_cache import (
 from tests.fixtures.processes import Spawn
 from tests.fixtures.redis import RedisServer
 
-from .conftest import Service, SimHandle, ident, sse_events, start_inference, start_sim
-
-
-@dataclass
-class Stack:
-    sim: SimHandle
-    service: Service
+from .conftest import (
+    Stack,
+    ident,
+    sse_events,
+    start_inference,
+    start_stack,
+)
 
 
 @pytest.fixture(scope="module")
 def stack(module_spawn: Spawn, redis_server: RedisServer) -> Stack:
-    sim = start_sim(module_spawn, "sim-cache")
-    return Stack(sim, start_inference(module_spawn, [sim.url], redis_server.url(0)))
+    return start_stack(module_spawn, redis_server.url(0), "sim-cache")
 
 
 @pytest.fixture

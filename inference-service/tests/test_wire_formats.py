@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 import httpx
 import ollama
@@ -14,21 +13,19 @@ from ollama_sim.tokens import count_tokens
 from tests.fixtures.processes import Spawn
 from tests.fixtures.redis import RedisServer
 
-from .conftest import Service, SimHandle, assert_problem, ident, start_inference, start_sim
+from .conftest import (
+    Stack,
+    assert_problem,
+    ident,
+    start_stack,
+)
 
 MESSAGES = [{"role": "user", "content": "Why is the sky blue?"}]
 
 
-@dataclass
-class Stack:
-    sim: SimHandle
-    service: Service
-
-
 @pytest.fixture(scope="module")
 def stack(module_spawn: Spawn, redis_server: RedisServer) -> Stack:
-    sim = start_sim(module_spawn, "sim-wire")
-    return Stack(sim, start_inference(module_spawn, [sim.url], redis_server.url(0)))
+    return start_stack(module_spawn, redis_server.url(0), "sim-wire")
 
 
 @pytest.fixture
