@@ -2,46 +2,12 @@
 
 from __future__ import annotations
 
-from starlette.types import Message, Scope, Send
+from starlette.types import Scope, Send
 
-from switchboard_common.problems import problem_bytes
+from switchboard_common.problems import problem_messages
 
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_INTERNAL_ERROR = 1011
-
-
-def problem_messages(
-    status: int,
-    detail: str,
-    *,
-    instance: str,
-    request_id: str | None,
-    trace_id: str | None = None,
-    headers: list[tuple[bytes, bytes]] | None = None,
-    extensions: dict[str, object] | None = None,
-    prefix: str = "http",
-) -> tuple[Message, Message]:
-    body = problem_bytes(
-        status,
-        detail=detail,
-        instance=instance,
-        request_id=request_id,
-        trace_id=trace_id,
-        extensions=extensions,
-    )
-    response_headers = [
-        (b"content-type", b"application/problem+json"),
-        (b"content-length", str(len(body)).encode()),
-        *(headers or ()),
-    ]
-    if request_id:
-        response_headers.append((b"x-request-id", request_id.encode()))
-    start: Message = {
-        "type": f"{prefix}.response.start",
-        "status": status,
-        "headers": response_headers,
-    }
-    return start, {"type": f"{prefix}.response.body", "body": body}
 
 
 async def send_problem(send: Send, status: int, detail: str, **kwargs: object) -> int:

@@ -18,11 +18,11 @@ from urllib.parse import unquote, urlsplit
 
 from fastapi import APIRouter, Request, Response
 
-from gateway.core.responses import problem_messages
 from gateway.core.route_table import RouteTable
 from gateway.core.security import Authenticator
 from gateway.dependencies import SettingsDep
 from switchboard_common import BadRequest, Forbidden, NotFound, problem_responses
+from switchboard_common.problems import problem_messages
 from switchboard_common.request_context import current_request_id
 
 router = APIRouter(tags=["gateway"])

@@ -8,32 +8,21 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from switchboard_common.problems import problem_bytes
+from switchboard_common.problems import problem_messages
 
 
 def too_large_message(
     limit: int, path: str, request_id: str | None = None
 ) -> tuple[Message, Message]:
     """The 413 problem as two ASGI messages (with ``X-Request-ID`` when one is given)."""
-    body = problem_bytes(
+    return problem_messages(
         413,
-        detail=f"Request body exceeds the limit of {limit} bytes. Send less, or split it.",
+        f"Request body exceeds the limit of {limit} bytes. Send less, or split it.",
         instance=path,
         request_id=request_id,
+        headers=[(b"connection", b"close")],
         extensions={"limit_bytes": limit},
     )
-    start: Message = {
-        "type": "http.response.start",
-        "status": 413,
-        "headers": [
-            (b"content-type", b"application/problem+json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close"),
-        ],
-    }
-    if request_id is not None:
-        start["headers"].append((b"x-request-id", request_id.encode()))
-    return start, {"type": "http.response.body", "body": body}
 
 
 def declared_length(scope: Scope) -> int | None:

@@ -197,6 +197,40 @@ def problem_bytes(status: int, **kwargs: Any) -> bytes:
     return json.dumps(problem_body(status, **kwargs), separators=(",", ":")).encode()
 
 
+def problem_messages(
+    status: int,
+    detail: str,
+    *,
+    instance: str | None,
+    request_id: str | None,
+    trace_id: str | None = None,
+    headers: list[tuple[bytes, bytes]] | None = None,
+    extensions: Mapping[str, Any] | None = None,
+    prefix: str = "http",
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The problem as the two ASGI messages of a response, for raw ASGI code paths.
+
+    ``prefix="websocket.http"`` builds a WebSocket denial response instead.
+    """
+    body = problem_bytes(
+        status,
+        detail=detail,
+        instance=instance,
+        request_id=request_id,
+        trace_id=trace_id,
+        extensions=extensions,
+    )
+    response_headers = [
+        (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
+        (b"content-length", str(len(body)).encode()),
+        *(headers or ()),
+    ]
+    if request_id:
+        response_headers.append((b"x-request-id", request_id.encode()))
+    start = {"type": f"{prefix}.response.start", "status": status, "headers": response_headers}
+    return start, {"type": f"{prefix}.response.body", "body": body}
+
+
 def problem_from_error(error: ProblemError, *, instance: str | None = None) -> dict[str, Any]:
     return problem_body(
         error.status,

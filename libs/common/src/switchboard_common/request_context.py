@@ -11,12 +11,10 @@
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import os
 import re
 from contextvars import ContextVar
-from typing import Any
 
 from opentelemetry import trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -114,25 +112,13 @@ class RequestContextMiddleware:
 
 
 async def _send_internal_error(send: Send, scope: Scope, request_id: str) -> None:
-    body: dict[str, Any] = {
-        "type": "urn:switchboard:problem:internal-error",
-        "title": "Internal Server Error",
-        "status": 500,
-        "detail": "The server hit an unexpected error. Quote the request_id when reporting it.",
-        "instance": scope.get("path"),
-        "request_id": request_id,
-        "trace_id": current_trace_id(),
-    }
-    payload = json.dumps(body).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 500,
-            "headers": [
-                (b"content-type", b"application/problem+json"),
-                (b"content-length", str(len(payload)).encode()),
-                (REQUEST_ID_HEADER, request_id.encode("ascii")),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": payload})
+    from switchboard_common.problems import problem_messages  # problems imports this module
+
+    for message in problem_messages(
+        500,
+        "The server hit an unexpected error. Quote the request_id when reporting it.",
+        instance=scope.get("path"),
+        request_id=request_id,
+        trace_id=current_trace_id(),
+    ):
+        await send(message)
