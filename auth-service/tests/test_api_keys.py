@@ -49,6 +49,9 @@ def test_create_list_verify_delete(gateway: GatewayClient, revocations: Revocati
         "role": "user",
         "api_key_id": created["id"],
         "expires_at": None,
+        "rate_limit": None,
+        "max_priority": None,
+        "priority": None,
     }
     after = gateway.http.get("/auth/api-keys", headers=headers).json()["api_keys"][0]
     assert after["last_used_at"] is not None

@@ -67,7 +67,18 @@ def test_payload_is_the_contract_json() -> None:
         "kind": "user",
         "api_key_id": None,
         "exp": int(NOW) + 60,
+        "rate_limit": None,
+        "max_priority": None,
+        "priority": None,
     }
+
+
+def test_a_payload_without_the_optional_overrides_still_verifies() -> None:
+    """Identities signed before rate_limit/max_priority/priority existed stay valid."""
+    value = _forge({"sub": "u-1", "username": "a", "scope": [], "exp": int(NOW) + 60})
+    mac = hmac.new(SECRET.encode(), value.encode(), hashlib.sha256).hexdigest()
+    principal = verify_identity(value, mac, SECRET, now=NOW)
+    assert (principal.rate_limit, principal.max_priority, principal.priority) == (None, None, None)
 
 
 def test_signature_accepts_secretstr_and_uppercase_hex() -> None:

@@ -69,7 +69,11 @@ def mint_access_token(
     username: str,
     ttl_s: int,
     now: float | None = None,
+    rate_limit: str | None = None,
+    max_priority: int | None = None,
 ) -> tuple[str, AccessTokenClaims]:
+    """A signed access token; ``rate_limit``/``max_priority`` (the user's overrides) become
+    the optional ``rl``/``mxp`` claims and are left out when None."""
     issued = int(time.time() if now is None else now)
     claims = AccessTokenClaims(
         iss=issuer,
@@ -84,9 +88,15 @@ def mint_access_token(
         nbf=issued,
         exp=issued + ttl_s,
         jti=secrets.token_urlsafe(16),
+        rl=rate_limit,
+        mxp=max_priority,
     )
     header = {"alg": ALGORITHM, "kid": key.kid, "typ": TOKEN_TYPE}
     token = jwt.encode(
-        header, claims.model_dump(), key, algorithms=list(ALLOWED_ALGORITHMS), registry=JWS_REGISTRY
+        header,
+        claims.model_dump(exclude_none=True),
+        key,
+        algorithms=list(ALLOWED_ALGORITHMS),
+        registry=JWS_REGISTRY,
     )
     return token, claims

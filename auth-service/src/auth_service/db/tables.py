@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, LargeBinary, MetaData, String, Text
+from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from auth_service.db.types import UTCDateTime
@@ -39,6 +39,9 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Admin overrides of the tier's defaults (None: the tier's); carried in access tokens.
+    rate_limit: Mapped[str | None] = mapped_column(String(32))
+    max_priority: Mapped[int | None] = mapped_column(Integer)
 
     @property
     def disabled(self) -> bool:
@@ -91,6 +94,7 @@ class ApiKey(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    priority: Mapped[int | None] = mapped_column(Integer)  # None: the owner's default
 
 
 class SigningKey(Base):

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from auth_service.models.users import Priority
 from switchboard_common.identity import ApiKeyIdentity, ApiKeyVerifyRequest
 
 MAX_API_KEY_TTL_S = 5 * 366 * 24 * 3600
@@ -23,6 +24,11 @@ class ApiKeyCreate(BaseModel):
     expires_in_s: int | None = Field(
         default=None, ge=1, le=MAX_API_KEY_TTL_S, description="Lifetime; omit for no expiry."
     )
+    priority: Priority | None = Field(
+        default=None,
+        description="Queue priority (0..9) of this key's requests when they send no "
+        "X-Priority; omit for your default. Never above what your account may use.",
+    )
 
 
 class ApiKeyOut(BaseModel):
@@ -35,6 +41,7 @@ class ApiKeyOut(BaseModel):
     created_at: datetime
     expires_at: datetime | None
     last_used_at: datetime | None
+    priority: int | None = Field(default=None, description="The key's default priority.")
 
 
 class ApiKeyCreated(ApiKeyOut):

@@ -1,9 +1,12 @@
-"""Admin operations on users: list, disable/enable, set role and tier.
+"""Admin operations on users: list, disable/enable, set role, tier and overrides.
 
 Disabling a user revokes all their sessions (``SET``+``PUBLISH`` per sid) and publishes
 ``{"sub": …}`` so gateways drop their API-key results too. Demoting an admin revokes their
 sessions as well, so the ``admin`` scope does not outlive the role. Role or tier changes
-otherwise take effect at the user's next refresh (at most one access-token lifetime).
+otherwise take effect at the user's next refresh (at most one access-token lifetime), as
+do the overrides of the tier's rate limit and priority cap (``rate_limit``,
+``max_priority``; an explicit null returns to the tier's default). API keys see them
+within the gateway's API-key cache time.
 The last active admin cannot be disabled or demoted (409).
 """
 
@@ -57,6 +60,11 @@ class UserAdminService:
             user.role = change.role
         if change.tier is not None:
             user.tier = change.tier
+        # null is meaningful for the overrides (back to the tier's default): apply when sent
+        if "rate_limit" in change.model_fields_set:
+            user.rate_limit = change.rate_limit
+        if "max_priority" in change.model_fields_set:
+            user.max_priority = change.max_priority
         user.updated_at = now
         revoked: list[str] = []
         if disabling or demoting:
@@ -73,7 +81,7 @@ class UserAdminService:
             extra={
                 "user_id": user.id,
                 "actor_id": actor_id,
-                "fields": sorted(change.model_dump(exclude_none=True)),
+                "fields": sorted(change.model_dump(exclude_unset=True)),
             },
         )
         return user

@@ -5,6 +5,9 @@ subset of its owner's, checked at creation and narrowed again at every verificat
 owner's role may have changed). Deleting a key, or its expiry (found by the periodic sweep
 or by a verification), publishes ``{"api_key_id": …}`` so gateways drop cached results.
 ``last_used_at`` is written at most once per ``api_key_touch_interval_s`` per key.
+A key may carry a default queue ``priority``: refused at creation above the owner's
+``max_priority`` override, and capped again at every verification (the override may have
+been lowered since); the gateway caps it by the tier as well.
 """
 
 from __future__ import annotations
@@ -47,6 +50,17 @@ class ApiKeyService:
             raise UnprocessableContent(
                 f"Invalid scope: {exc}.", slug="invalid-scope", scopes=exc.scopes
             ) from exc
+        if (
+            request.priority is not None
+            and owner.max_priority is not None
+            and request.priority > owner.max_priority
+        ):
+            raise UnprocessableContent(
+                f"priority {request.priority} is above the highest your account may use "
+                f"({owner.max_priority}).",
+                slug="priority-above-cap",
+                max_priority=owner.max_priority,
+            )
         if len(await self.store.active_for_user(owner.id)) >= MAX_KEYS_PER_USER:
             raise UnprocessableContent(f"At most {MAX_KEYS_PER_USER} API keys per account.")
         now = utcnow()
@@ -64,6 +78,7 @@ class ApiKeyService:
             ),
             last_used_at=None,
             revoked_at=None,
+            priority=request.priority,
         )
         self.store.add(key)
         await self.db.commit()
@@ -112,6 +127,10 @@ class ApiKeyService:
             role=owner.role,
             api_key_id=key.id,
             expires_at=key.expires_at,
+            rate_limit=owner.rate_limit,
+            max_priority=owner.max_priority,
+            # a key made before its owner's cap was lowered must not outrank the owner
+            priority=_capped(key.priority, owner.max_priority),
         )
 
     async def _expire(self, key_ids: Sequence[str]) -> int:
@@ -126,6 +145,10 @@ class ApiKeyService:
 
     async def sweep_expired(self) -> int:
         return await self._expire(await self.store.expired_unrevoked_ids(utcnow()))
+
+
+def _capped(priority: int | None, cap: int | None) -> int | None:
+    return priority if priority is None or cap is None else min(priority, cap)
 
 
 async def sweep_expired_keys(

@@ -173,6 +173,8 @@ class SessionService:
             role=user.role,
             username=user.username,
             ttl_s=self.settings.access_token_ttl_s,
+            rate_limit=user.rate_limit,
+            max_priority=user.max_priority,
         )
         return TokenResponse(
             access_token=access,

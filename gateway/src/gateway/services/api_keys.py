@@ -73,6 +73,9 @@ class ApiKeyVerifier:
             role=identity.role,
             kind="api_key",
             api_key_id=identity.api_key_id,
+            rate_limit=identity.rate_limit,
+            max_priority=identity.max_priority,
+            priority=identity.priority,
         )
         entry = VerifiedCredential(principal, expires_at=expires, issued_at=now)  # check start
         self._ok[digest] = entry

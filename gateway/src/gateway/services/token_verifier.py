@@ -76,6 +76,8 @@ class TokenVerifier:
             tier=claims.tier,
             role=claims.role,
             kind="user",
+            rate_limit=claims.rl,
+            max_priority=claims.mxp,
         )
         return VerifiedCredential(
             principal, expires_at=float(claims.exp), issued_at=float(claims.iat)

@@ -59,6 +59,11 @@ class AccessTokenClaims(BaseModel):
     nbf: int
     exp: int
     jti: str
+    # Optional per-user overrides (absent from tokens of users without one, and from tokens
+    # minted before they existed): ``rl`` the rate limit (``300/minute``, ``unlimited``),
+    # ``mxp`` the highest queue priority (0..9).
+    rl: str | None = Field(default=None, max_length=32)
+    mxp: int | None = Field(default=None, ge=0, le=9)
 
     @property
     def scopes(self) -> list[str]:

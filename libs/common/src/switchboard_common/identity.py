@@ -76,6 +76,17 @@ class Principal(BaseModel):
     kind: PrincipalKind = "user"
     api_key_id: str | None = Field(default=None, max_length=200)
     exp: int = Field(default=0, description="Unix seconds after which the credential is void.")
+    # Per-user/per-key settings from auth (optional: None means "the tier's default"), so
+    # the gateway limits and prioritises without asking auth, and services can re-check.
+    rate_limit: str | None = Field(
+        default=None, max_length=32, description="Admin override of the tier's rate limit."
+    )
+    max_priority: int | None = Field(
+        default=None, ge=0, le=9, description="Admin override of the tier's priority cap."
+    )
+    priority: int | None = Field(
+        default=None, ge=0, le=9, description="The API key's default queue priority."
+    )
 
     def has_scope(self, scope: str) -> bool:
         return scope in self.scope
@@ -99,6 +110,9 @@ class ApiKeyIdentity(BaseModel):
     role: str
     api_key_id: str
     expires_at: datetime | None = None
+    rate_limit: str | None = Field(default=None, max_length=32)
+    max_priority: int | None = Field(default=None, ge=0, le=9)
+    priority: int | None = Field(default=None, ge=0, le=9, description="The key's default.")
 
 
 def _secret_bytes(secret: str | SecretStr | bytes) -> bytes:
