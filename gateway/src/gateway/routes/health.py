@@ -24,8 +24,9 @@ ServiceName = Annotated[
     "/health",
     response_model=GatewayHealth,
     summary="Gateway liveness and per-service health",
-    description="Always 200 while the gateway serves (status `degraded` when an upstream is "
-    "down), so a liveness probe never restarts the gateway for another service's outage. "
+    description="Always 200 while the gateway serves (status `degraded` when an upstream, "
+    "or one instance of it, is down), so a liveness probe never restarts the gateway for "
+    "another service's outage. "
     "With `strict=true` a degraded cluster answers 503.",
     responses={503: {"model": GatewayHealth, "description": "strict=true and a service is down"}},
 )
@@ -35,7 +36,9 @@ async def health(
     strict: bool = Query(default=False, description="Answer 503 when any service is down."),
 ) -> JSONResponse:
     results = await check_all(upstreams, settings.health_timeout_s)
-    degraded = any(r.status != "ok" for r in results.values())
+    degraded = any(r.status != "ok" for r in results.values()) or any(
+        i.status != "ok" for r in results.values() for i in (r.instances or {}).values()
+    )
     body = GatewayHealth(
         status="degraded" if degraded else "ok",
         service=settings.service_name,

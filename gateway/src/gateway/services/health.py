@@ -20,7 +20,25 @@ class RelayedResponse:
 
 
 async def check_upstream(pool: UpstreamPool, service: str, timeout_s: float) -> UpstreamHealth:
-    url = pool.base_url(service)
+    """One service: its single instance, or all of its instances ("ok" if any is)."""
+    breakers = pool.balancers[service].state()
+    urls = list(breakers)
+    checks = await asyncio.gather(*(check_instance(pool, url, timeout_s) for url in urls))
+    for url, check in zip(urls, checks, strict=True):
+        check.breaker = breakers[url]
+    if len(checks) == 1:
+        return checks[0]
+    up = [c for c in checks if c.status == "ok"]
+    return UpstreamHealth(
+        status="ok" if up else "down",
+        url=",".join(urls),
+        latency_ms=min(c.latency_ms for c in up or checks),
+        error=None if up else "every instance is down",
+        instances=dict(zip(urls, checks, strict=True)),
+    )
+
+
+async def check_instance(pool: UpstreamPool, url: str, timeout_s: float) -> UpstreamHealth:
     start = time.perf_counter()
     try:
         async with pool.session.get(

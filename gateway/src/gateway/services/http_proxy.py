@@ -6,11 +6,14 @@ pooled keep-alive connection, and streams the response back chunk by chunk (SSE 
 NDJSON arrive as the upstream writes them). Small bodies with a known length are read
 whole (one upstream write, one client write); anything else streams in both directions.
 
-Failures before the response starts become problems: refused → 503, timeout → 504, other
-transport errors → 502. After the response started, an upstream failure can only cut the
-connection (the client sees an incomplete body, never a silently truncated "success").
-A client that disconnects mid-stream closes the upstream connection: the service sees the
-cancel.
+Getting the response head is ``exchange.py``'s job: it picks the service's next instance
+whose circuit breaker is closed, records the outcome on the breaker and retries what is
+safe to retry. Failures before the response starts become problems: refused → 503,
+timeout → 504, other transport errors → 502, every instance's breaker open → 503 with
+Retry-After. After the response started, an upstream failure can only cut the connection
+(the client sees an incomplete body, never a silently truncated "success"), and nothing is
+retried. A client that disconnects mid-stream closes the upstream connection: the service
+sees the cancel.
 """
 
 from __future__ import annotations
@@ -36,17 +39,16 @@ from gateway.core.monitoring import (
     start_proxy_span,
 )
 from gateway.core.responses import send_problem
+from gateway.services.exchange import Exchanger, UpstreamFailure, wait_for_disconnect
 from gateway.services.request_body import (
     BodyTooLarge,
+    ClientBodyTimeout,
     ClientDisconnected,
     RequestBodyStream,
     read_body,
 )
 from gateway.services.upstream_client import (
-    UpstreamClient,
-    UpstreamConnectError,
     UpstreamConnection,
-    UpstreamDisconnected,
     UpstreamError,
     UpstreamResponse,
     UpstreamTimeout,
@@ -59,18 +61,7 @@ from switchboard_common.telemetry import otlp_endpoint
 logger = logging.getLogger("switchboard.gateway.proxy")
 
 BUFFER_LIMIT = 1024 * 1024  # bodies up to this size with a known length are read whole
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 _EMPTY_BODY = {"type": "http.response.body", "body": b"", "more_body": False}
-
-
-class UpstreamFailure(Exception):
-    """A failure before the response started, carrying the problem to answer with."""
-
-    def __init__(self, status: int, kind: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.kind = kind
-        self.detail = detail
 
 
 class HttpProxy:
@@ -78,6 +69,7 @@ class HttpProxy:
         self.pool = pool
         self.max_body = settings.max_body_bytes
         self.read_timeout = settings.read_timeout_s
+        self.exchanger = Exchanger(settings)
         self.trace = (
             settings.trace_proxy if settings.trace_proxy is not None else bool(otlp_endpoint())
         )
@@ -123,6 +115,9 @@ class HttpProxy:
             status = await self._forward(
                 scope, receive, send, service, req, request_id, span, response_headers
             )
+        except ClientBodyTimeout:
+            status = 408  # the dispatcher answers it (core/dispatch.py)
+            raise
         finally:
             metrics.in_flight.dec()
             metrics.latency.observe(time.perf_counter() - started)
@@ -168,22 +163,26 @@ class HttpProxy:
         if query:
             target += b"?" + query
         method: str = scope["method"]
-        client = self.pool.clients[service]
         try:
-            conn, resp = await self._exchange(
-                client, method, target, req.headers, body, stream, length, receive
+            inst, conn, resp = await self.exchanger.exchange(
+                self.pool.balancers[service],
+                method,
+                target,
+                req.headers,
+                body,
+                stream,
+                length,
+                receive,
+                request_id,
             )
         except ClientDisconnected:
             return 499
         except BodyTooLarge:
             return await self._too_large(send, path, request_id)
-        except UpstreamError as exc:
-            failure = _as_failure(exc, service)
-            UPSTREAM_ERRORS.labels(service, failure.kind).inc()
-            logger.warning(
-                "upstream %s failed: %s", service, failure.kind, extra={"request_id": request_id}
-            )
-            headers = [(b"retry-after", b"1")] if failure.status == 503 else []
+        except UpstreamFailure as failure:
+            headers = []
+            if failure.retry_after is not None:
+                headers.append((b"retry-after", b"%d" % failure.retry_after))
             return await self._problem(
                 send, failure.status, failure.detail, scope, rid, span, headers
             )
@@ -194,85 +193,7 @@ class HttpProxy:
                 conn, resp, scope, receive, send, rid, body_consumed, service, response_headers
             )
         finally:
-            client.release(conn, resp)
-
-    async def _exchange(
-        self,
-        client: UpstreamClient,
-        method: str,
-        target: bytes,
-        headers: list[tuple[bytes, bytes]],
-        body: bytes,
-        stream: RequestBodyStream | None,
-        length: int | None,
-        receive: Receive,
-    ) -> tuple[UpstreamConnection, UpstreamResponse]:
-        """Send the request and wait for the response head; replay once on a stale socket."""
-        replayable = method in IDEMPOTENT and stream is None
-        while True:
-            conn = client.idle_connection()
-            reused = conn is not None
-            if conn is None:
-                conn = await client.connect()
-            try:
-                if stream is None:
-                    framing = b"content-length: %d\r\n" % len(body) if length is not None else b""
-                    resp = conn.start(client.head(method, target, headers, framing), body)
-                else:
-                    chunked = b"transfer-encoding: chunked\r\n"
-                    resp = conn.start(client.head(method, target, headers, chunked), b"")
-                    await self._send_body(conn, resp, stream)
-                await self._await_head(conn, resp, receive)
-            except UpstreamDisconnected as exc:
-                conn.close()
-                # A pooled connection the upstream had already closed: safe to replay once.
-                if reused and exc.before_response and replayable:
-                    replayable = False
-                    continue
-                raise
-            except BaseException:
-                conn.close()
-                raise
-            return conn, resp
-
-    async def _send_body(
-        self, conn: UpstreamConnection, resp: UpstreamResponse, stream: RequestBodyStream
-    ) -> None:
-        try:
-            async for chunk in stream:
-                await conn.write(b"%x\r\n%s\r\n" % (len(chunk), chunk), self.read_timeout)
-            await conn.write(b"0\r\n\r\n", self.read_timeout)
-        except UpstreamDisconnected:
-            if not resp.headers_done:
-                raise
-            # the upstream answered before taking the whole body (e.g. its own 413) and
-            # closed: relay that answer rather than a 502
-
-    async def _await_head(
-        self, conn: UpstreamConnection, resp: UpstreamResponse, receive: Receive
-    ) -> None:
-        """Wait for the response head; a client that leaves meanwhile cancels the upstream.
-
-        Most answers come within a few milliseconds, so the disconnect watcher (a task) is
-        only started for the slow ones.
-        """
-        quick = min(0.05, self.read_timeout)
-        try:
-            await resp.read_headers(quick)
-            return
-        except UpstreamTimeout:
-            if quick >= self.read_timeout:
-                raise
-        head = asyncio.ensure_future(resp.read_headers(self.read_timeout - quick))
-        watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
-        done, _ = await asyncio.wait({head, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        if head in done:
-            watcher.cancel()
-            head.result()
-            return
-        head.cancel()
-        conn.close()  # the upstream sees the cancel
-        raise ClientDisconnected
+            inst.client.release(conn, resp)
 
     async def _respond(
         self,
@@ -318,7 +239,7 @@ class HttpProxy:
             await self._pump(conn, resp, send, service)
             return status
         pump = asyncio.ensure_future(self._pump(conn, resp, send, service))
-        watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
+        watcher = asyncio.ensure_future(wait_for_disconnect(receive))
         done, _ = await asyncio.wait({pump, watcher}, return_when=asyncio.FIRST_COMPLETED)
         if pump in done:
             watcher.cancel()
@@ -368,30 +289,3 @@ class HttpProxy:
             trace_id=span_trace_id(span),
             headers=extra_headers,
         )
-
-
-def _as_failure(exc: UpstreamError, service: str) -> UpstreamFailure:
-    if isinstance(exc, UpstreamConnectError):
-        return UpstreamFailure(
-            503,
-            "refused",
-            f"The {service} service is unavailable (cannot connect: {exc}). "
-            "Retry shortly; if it persists, check that the service is running.",
-        )
-    if isinstance(exc, UpstreamTimeout):
-        return UpstreamFailure(
-            504,
-            "timeout",
-            f"The {service} service did not answer in time. Retry later, or raise "
-            "GATEWAY_READ_TIMEOUT_S if its requests are legitimately slow.",
-        )
-    return UpstreamFailure(
-        502, "disconnected", f"The {service} service closed the connection early."
-    )
-
-
-async def _wait_for_disconnect(receive: Receive) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return

@@ -1,7 +1,10 @@
 """The upstream services and the clients used to reach them.
 
+A service may run several instances (``GATEWAY_<SERVICE>_URL`` lists them, comma-separated);
+each service gets a :class:`~gateway.services.balancer.Balancer` over its instances.
+
 Two kinds of client, created in the gateway's lifespan and closed on shutdown:
-- one lean keep-alive :class:`UpstreamClient` per service for the HTTP proxy hot path;
+- one lean keep-alive :class:`UpstreamClient` per instance for the HTTP proxy hot path;
 - one shared aiohttp session for WebSockets and the gateway's own health calls.
 """
 
@@ -12,26 +15,29 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from gateway.config import Settings
+from gateway.services.balancer import Balancer, Instance
 from gateway.services.upstream_client import UpstreamClient
 
 
 class UpstreamPool:
-    """Base URLs per service plus the shared client session (``None`` until started)."""
+    """The instances of every service (a balancer each) plus the shared client session
+    (``None`` until started)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.base_urls: dict[str, str] = settings.upstream_urls()
-        self.clients: dict[str, UpstreamClient] = {}
-        for service, url in self.base_urls.items():
-            parts = urlsplit(url)
-            assert parts.hostname is not None
-            assert parts.port is not None
-            self.clients[service] = UpstreamClient(
-                parts.hostname,
-                parts.port,
-                connect_timeout_s=settings.connect_timeout_s,
-                keepalive_s=settings.upstream_keepalive_s,
+        origins = settings.upstream_origins()
+        # service → its first instance; mostly used for the list of service names. Calls
+        # go through base_url(), which picks an instance whose breaker is closed.
+        self.base_urls: dict[str, str] = {s: urls[0] for s, urls in origins.items()}
+        self.balancers: dict[str, Balancer] = {
+            service: Balancer(
+                service,
+                [Instance(service, url, self._client(url)) for url in urls],
+                failure_threshold=settings.breaker_failures,
+                open_s=settings.breaker_open_s,
             )
+            for service, urls in origins.items()
+        }
         self._session: aiohttp.ClientSession | None = None
         self._ws_session: aiohttp.ClientSession | None = None
         self.timeout = aiohttp.ClientTimeout(
@@ -39,6 +45,17 @@ class UpstreamPool:
             connect=settings.connect_timeout_s,
             sock_connect=settings.connect_timeout_s,
             sock_read=settings.read_timeout_s,
+        )
+
+    def _client(self, origin: str) -> UpstreamClient:
+        parts = urlsplit(origin)
+        assert parts.hostname is not None
+        assert parts.port is not None
+        return UpstreamClient(
+            parts.hostname,
+            parts.port,
+            connect_timeout_s=self.settings.connect_timeout_s,
+            keepalive_s=self.settings.upstream_keepalive_s,
         )
 
     @property
@@ -77,12 +94,15 @@ class UpstreamPool:
         )
 
     async def close(self) -> None:
-        for client in self.clients.values():
-            client.close()
+        for balancer in self.balancers.values():
+            for inst in balancer.instances:
+                inst.client.close()
         for session in (self._session, self._ws_session):
             if session is not None:
                 await session.close()
         self._session = self._ws_session = None
 
     def base_url(self, service: str) -> str:
-        return self.base_urls[service]
+        """An instance's origin for a call outside the proxy hot path (WebSockets, health
+        relays, JWKS): round-robin over instances whose breaker is closed."""
+        return self.balancers[service].peek().origin
