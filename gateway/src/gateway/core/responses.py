@@ -21,7 +21,7 @@ async def deny_websocket(
     scope: Scope, send: Send, status: int, detail: str, **kwargs: object
 ) -> None:
     """Refuse a WebSocket handshake: an HTTP problem where the server supports it, else a
-    close code (1008 for auth failures, 1011 for upstream failures)."""
+    close code (1008 for the caller's fault — auth, limits — and 1011 for upstream failures)."""
     if "websocket.http.response" in scope.get("extensions", {}):
         start, body = problem_messages(
             status,
@@ -32,5 +32,5 @@ async def deny_websocket(
         await send(start)
         await send(body)
         return
-    code = CLOSE_POLICY_VIOLATION if status in (401, 403, 404) else CLOSE_INTERNAL_ERROR
+    code = CLOSE_POLICY_VIOLATION if status < 500 else CLOSE_INTERNAL_ERROR
     await send({"type": "websocket.close", "code": code, "reason": detail[:120]})

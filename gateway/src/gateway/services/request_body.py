@@ -2,13 +2,16 @@
 
 A body that ends with the client gone (``http.disconnect`` before the last chunk) raises
 :class:`ClientDisconnected`: a truncated body is never forwarded as a complete one.
+A client that goes silent mid-body for longer than allowed (slowloris) makes
+:class:`BodyDeadline` raise :class:`ClientBodyTimeout`; the dispatcher answers 408.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
-from starlette.types import Receive
+from starlette.types import Message, Receive
 
 
 class BodyTooLarge(Exception):
@@ -17,6 +20,42 @@ class BodyTooLarge(Exception):
 
 class ClientDisconnected(Exception):
     """The client went away before its request was complete or answered."""
+
+
+class ClientBodyTimeout(Exception):
+    """The client sent nothing for too long while its request body was incomplete."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(f"no request body bytes for {timeout_s} s")
+        self.timeout_s = timeout_s
+
+
+class BodyDeadline:
+    """``receive`` with a bound on the silence before each body chunk, until the body is
+    complete; after that (waiting for a disconnect during a long stream) it never times out.
+
+    Without it a client that declares a body and trickles it (or stops) would hold a
+    connection, an upstream connection and a task for as long as it likes.
+    """
+
+    __slots__ = ("complete", "receive", "timeout_s")
+
+    def __init__(self, receive: Receive, timeout_s: float) -> None:
+        self.receive = receive
+        self.timeout_s = timeout_s
+        self.complete = False
+
+    async def __call__(self) -> Message:
+        if self.complete:
+            return await self.receive()
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                message = await self.receive()
+        except TimeoutError:
+            raise ClientBodyTimeout(self.timeout_s) from None
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            self.complete = True
+        return message
 
 
 class RequestBodyStream:
