@@ -3,7 +3,8 @@
 ``up`` starts Redis (unless ``SWITCHBOARD_REDIS_URL`` names one), the four services and the
 gateway, waits until each is ready, writes PID files under the run folder and prints the
 gateway URL. Running it again while the cluster is up changes nothing. ``down`` stops
-exactly the processes recorded in the PID files.
+exactly the processes recorded in the PID files. ``traefik-config`` prints (or writes) the
+Traefik configuration generated from the gateway's route table (docs/deploy.md).
 """
 
 from __future__ import annotations
@@ -198,16 +199,33 @@ def cmd_status(run: RunDir) -> int:
     return 0 if all(pid_alive(p) for p in recorded.values()) else 1
 
 
+def cmd_traefik_config(args: argparse.Namespace) -> int:
+    # Imported here: it loads the gateway's route table, which up/down/status never need.
+    from switchboard_devtools.traefik import write_config
+
+    return write_config(args.out, gateway=args.gateway, services=args.service, redis=args.redis)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="switchboard-dev", description=__doc__)
-    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("command", choices=["up", "down", "status", "traefik-config"])
     parser.add_argument(
         "--run-dir",
         type=Path,
         default=Path(os.environ.get("SWITCHBOARD_RUN_DIR", ".run")),
         help="Where PID files, logs and Redis data go (default .run, git-ignored).",
     )
+    traefik = parser.add_argument_group("traefik-config (docs/deploy.md, Traefik in front)")
+    traefik.add_argument("--out", type=Path, help="Write here instead of stdout.")
+    traefik.add_argument("--gateway", help="The gateway origin forwardAuth asks.")
+    traefik.add_argument(
+        "--service", action="append", default=[], metavar="NAME=URL[,URL…]",
+        help="A service's replicas (repeatable); unnamed services keep the compose defaults.",
+    )  # fmt: skip
+    traefik.add_argument("--redis", help="host:port[/db] for shared buckets; 'none': in memory.")
     args = parser.parse_args(argv)
+    if args.command == "traefik-config":
+        return cmd_traefik_config(args)
     run = RunDir(args.run_dir.resolve())
     if args.command == "up":
         return cmd_up(run)
