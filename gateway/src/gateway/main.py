@@ -6,14 +6,19 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from gateway.config import Settings
+from gateway.core.cache import CachePolicy, parse_cache_routes
 from gateway.core.dispatch import GatewayApp
 from gateway.core.limits import LimitPolicy
+from gateway.core.priority import PriorityPolicy
 from gateway.core.route_table import RouteTable
 from gateway.core.security import Authenticator
-from gateway.routes import docs, fallback, health, verify
+from gateway.core.token_limits import TokenGate, TokenLimitPolicy
+from gateway.routes import docs, fallback, health, usage_settlement, verify
 from gateway.services.http_proxy import HttpProxy
 from gateway.services.openapi_merge import OpenApiAggregator
 from gateway.services.rate_limit import RateLimiter
+from gateway.services.response_cache import ResponseCache
+from gateway.services.token_budget import TokenBudget
 from gateway.services.upstreams import UpstreamPool
 from gateway.services.ws_proxy import WebSocketProxy
 from switchboard_common import create_redis, create_service_app
@@ -38,6 +43,21 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
         timeout_s=settings.rate_limit_timeout_s,
         lease_max=settings.rate_limit_lease_max,
     )
+    # GET response cache (docs/caching.md): its own pool, so cache traffic never queues
+    # rate-limit checks
+    cache_redis = create_redis(
+        settings.redis_url, max_connections=64, timeout_s=max(0.5, settings.cache_timeout_s)
+    )
+    cache = (
+        ResponseCache(
+            cache_redis,
+            CachePolicy(parse_cache_routes(settings.cache_routes)),
+            max_bytes=settings.cache_max_bytes,
+            timeout_s=settings.cache_timeout_s,
+        )
+        if settings.cache_enabled
+        else None
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -51,12 +71,19 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
             await revocation_listener.aclose()
             await revocation_redis.aclose()
             await limits_redis.aclose()
+            await cache_redis.aclose()
 
     api = create_service_app(
         settings,
         title="Switchboard gateway",
         description="One URL in front of the auth, inference, knowledge and memory services.",
-        routers=[health.router, verify.router, docs.router, fallback.router],
+        routers=[
+            health.router,
+            verify.router,
+            usage_settlement.router,
+            docs.router,
+            fallback.router,
+        ],
         lifespan=lifespan,
         liveness_route=False,
         docs_routes=False,
@@ -66,12 +93,32 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
         upstreams, api.openapi, ttl_s=settings.openapi_ttl_s, timeout_s=settings.health_timeout_s
     )
     api.state.auth = auth
-    return GatewayApp(
+    # token budgets share the request limiter's Redis client (docs/rate-limits.md)
+    token_budget = TokenBudget(
+        limits_redis,
+        settings.internal_secret.get_secret_value().encode(),
+        timeout_s=settings.rate_limit_timeout_s,
+    )
+    api.state.token_budget = token_budget
+    gateway = GatewayApp(
         api,
         RouteTable(),
         auth,
         LimitPolicy(settings),
         limiter,
         HttpProxy(upstreams, settings),
-        WebSocketProxy(upstreams, max_message_bytes=settings.max_body_bytes),
+        WebSocketProxy(
+            upstreams,
+            max_message_bytes=settings.ws_message_limit,
+            idle_timeout_s=settings.ws_idle_timeout_s,
+            max_per_principal=settings.ws_max_per_principal,
+        ),
+        TokenGate(TokenLimitPolicy(settings), token_budget),
+        max_header_bytes=settings.max_header_bytes,
+        max_header_count=settings.max_header_count,
+        body_timeout_s=settings.client_body_timeout_s,
+        priorities=PriorityPolicy.from_settings(settings),
+        cache=cache,
     )
+    api.state.gateway = gateway  # /gateway/verify runs the same checks as the proxy
+    return gateway

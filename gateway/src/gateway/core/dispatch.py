@@ -4,22 +4,31 @@ Proxied prefixes (``/auth``, ``/inference``, …) are authorized (``core/securit
 go straight to the raw proxy; everything else (``/health``, ``/ready``, ``/metrics``,
 ``/docs``, ``/openapi.json``) goes to the gateway's own FastAPI app. The lifespan goes to
 FastAPI, which starts the upstream clients and the authenticator.
+
+Client limits are checked here, before anything else runs: oversized or too many headers
+→ 431 (uvicorn's httptools parser has no limit of its own); a request body that goes
+silent for longer than ``body_timeout_s`` → 408 and the connection is closed.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from functools import partial
 
 from fastapi import FastAPI
 from starlette.types import Message, Receive, Scope, Send
 
 from gateway.core.limits import LimitPolicy
+from gateway.core.priority import PriorityPolicy
 from gateway.core.responses import deny_websocket, send_problem
 from gateway.core.route_table import RouteTable
 from gateway.core.security import Authenticator, Decision
+from gateway.core.token_limits import TokenGate
 from gateway.services.http_proxy import HttpProxy
 from gateway.services.rate_limit import RateLimiter
+from gateway.services.request_body import BodyDeadline, ClientBodyTimeout
+from gateway.services.response_cache import ResponseCache
 from gateway.services.ws_proxy import WebSocketProxy
 from switchboard_common.request_context import request_id_from_headers
 
@@ -36,6 +45,13 @@ class GatewayApp:
         limiter: RateLimiter,
         http_proxy: HttpProxy,
         ws_proxy: WebSocketProxy,
+        tokens: TokenGate | None = None,
+        *,
+        max_header_bytes: int = 32 * 1024,
+        max_header_count: int = 100,
+        body_timeout_s: float = 30.0,
+        priorities: PriorityPolicy | None = None,
+        cache: ResponseCache | None = None,
     ) -> None:
         self.api = api
         self.table = table
@@ -44,18 +60,34 @@ class GatewayApp:
         self.limiter = limiter
         self.http_proxy = http_proxy
         self.ws_proxy = ws_proxy
+        self.tokens = tokens
+        self.max_header_bytes = max_header_bytes
+        self.max_header_count = max_header_count
+        self.body_timeout_s = body_timeout_s
+        self.priorities = priorities
+        self.cache = cache  # GET response cache (docs/caching.md); None: off
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http" or kind == "websocket":
+            bad_head = self._bad_head(scope["headers"])
+            if bad_head is not None:
+                await _refuse(scope, receive, send, bad_head)
+                return
             service = self.table.resolve(scope["path"])
             if service is not None:
+                if kind == "http":  # every body read below (token estimate, proxy) is bounded
+                    receive = BodyDeadline(receive, self.body_timeout_s)
                 request_id = request_id_from_headers(scope["headers"])
                 scope["switchboard.request_id"] = request_id
                 try:
-                    decision = await self.auth.authorize(scope, service)
-                    if not decision.status:
-                        decision = await self._rate_limit(scope, service, decision)
+                    decision = await self.check(scope, service)
+                    if not decision.status and self.tokens is not None:
+                        # token budgets of generation routes (docs/rate-limits.md); may
+                        # read a small body to estimate it, handing back a replaying receive
+                        decision, receive = await self.tokens.admit(scope, receive, decision)
+                except ClientBodyTimeout as exc:
+                    decision = _body_timeout(exc)
                 except Exception:
                     logger.exception("authorization failed for %s", scope["path"])
                     decision = Decision(
@@ -71,9 +103,57 @@ class GatewayApp:
                 elif decision.status:
                     await _refuse_websocket(scope, receive, send, decision, request_id)
                 else:
-                    await self.ws_proxy(scope, receive, send, service, decision.identity)
+                    principal = decision.principal.sub if decision.principal else None
+                    await self.ws_proxy(scope, receive, send, service, decision.identity, principal)
                 return
         await self.api(scope, receive, send)
+
+    def _bad_head(self, headers: list[tuple[bytes, bytes]]) -> Decision | None:
+        """The refusal of a request head the gateway will not serve (None: it is fine).
+
+        The HTTP parser already rejects broken framing (bare CR, duplicate Content-Length,
+        Content-Length with Transfer-Encoding); these are the cases it lets through."""
+        if len(headers) > self.max_header_count:
+            detail = (
+                f"The request has {len(headers)} header fields; at most "
+                f"{self.max_header_count} are accepted."
+            )
+            return Decision(status=431, detail=detail)
+        size = hosts = 0
+        final_coding = b""
+        for name, value in headers:
+            size += len(name) + len(value)
+            if name == b"host":
+                hosts += 1
+            elif name == b"transfer-encoding":
+                final_coding = value.rsplit(b",", 1)[-1].strip().lower()
+        if size > self.max_header_bytes:
+            detail = (
+                f"The request's headers total {size} bytes; at most {self.max_header_bytes} "
+                "are accepted. Send large data in the body."
+            )
+            return Decision(status=431, detail=detail)
+        if hosts > 1:  # RFC 9112 §3.2: which one would a service believe?
+            return Decision(status=400, detail="The request has more than one Host header.")
+        if final_coding and final_coding != b"chunked":
+            # RFC 9112 §6.3: the body's length is unknowable; the connection must close
+            return Decision(
+                status=400,
+                detail="A request's Transfer-Encoding must end with 'chunked'.",
+                response_headers=[(b"connection", b"close")],
+            )
+        return None
+
+    async def check(self, scope: Scope, service: str) -> Decision:
+        """What the request head alone decides: who is calling (401/403), the priority
+        forwarded to inference (400 for a malformed ask) and the request-rate limit (429).
+        Also the whole answer of ``/gateway/verify`` (forwardAuth)."""
+        decision = await self.auth.authorize(scope, service)
+        if not decision.status and self.priorities is not None:
+            decision = self.priorities.apply(scope, service, decision)
+        if not decision.status:
+            decision = await self._rate_limit(scope, service, decision)
+        return decision
 
     async def _rate_limit(self, scope: Scope, service: str, decision: Decision) -> Decision:
         """The decision, refused with 429 when the caller is over its limit; on success the
@@ -103,10 +183,34 @@ class GatewayApp:
             await send(message)
 
         identity = decision.identity if decision.principal is not None else None
+        cache = self.cache
+        plan = None if cache is None else cache.plan(scope["method"], scope["path"])
         try:
-            await self.http_proxy(
-                scope, receive, tracked_send, service, identity, decision.response_headers
-            )
+            if cache is None or plan is None:
+                await self.http_proxy(
+                    scope, receive, tracked_send, service, identity, decision.response_headers
+                )
+            else:  # the cache serves a hit itself, or proxies and stores / invalidates
+                forward = partial(
+                    self.http_proxy,
+                    service=service,
+                    identity=identity,
+                    response_headers=decision.response_headers,
+                )
+                await cache.handle(
+                    plan,
+                    scope,
+                    receive,
+                    tracked_send,
+                    forward,
+                    service,
+                    decision.principal,
+                    decision.response_headers,
+                )
+        except ClientBodyTimeout as exc:
+            logger.info("client body timeout on %s %s", scope["method"], scope["path"])
+            if not started:  # always the case today: the body is read before the answer
+                await _refuse_http(scope, send, _body_timeout(exc), scope["switchboard.request_id"])
         except Exception:
             logger.exception("proxy error for %s %s", scope["method"], scope["path"])
             if started:
@@ -123,6 +227,23 @@ class GatewayApp:
     def state(self) -> object:
         """The FastAPI app's state (settings, upstreams), for tests and tools."""
         return self.api.state
+
+
+def _body_timeout(exc: ClientBodyTimeout) -> Decision:
+    return Decision(
+        status=408,
+        detail=f"No request body bytes arrived for {exc.timeout_s:g} s; send the body "
+        "without long pauses.",
+        response_headers=[(b"connection", b"close")],  # the rest of the body is unreadable
+    )
+
+
+async def _refuse(scope: Scope, receive: Receive, send: Send, decision: Decision) -> None:
+    request_id = request_id_from_headers(scope["headers"])
+    if scope["type"] == "http":
+        await _refuse_http(scope, send, decision, request_id)
+    else:
+        await _refuse_websocket(scope, receive, send, decision, request_id)
 
 
 async def _refuse_http(scope: Scope, send: Send, decision: Decision, request_id: str) -> None:

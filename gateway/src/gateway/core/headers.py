@@ -3,8 +3,10 @@
 Request (client → upstream): hop-by-hop headers (RFC 9110 §7.6.1) and any header the
 client names in ``Connection`` are dropped; ``Host`` becomes the upstream's; the gateway
 sets ``X-Request-ID`` and overwrites ``X-Forwarded-For/-Proto/-Host`` (it is the edge:
-values a client sends there are not trusted). Response (upstream → client): hop-by-hop
-headers are dropped and the gateway's ``X-Request-ID`` replaces the upstream's.
+values a client sends there are not trusted); a client's ``X-Priority`` is replaced by the
+one ``core/priority.py`` computes (inference) or dropped (elsewhere). Response (upstream →
+client): hop-by-hop headers are dropped and the gateway's ``X-Request-ID`` replaces the
+upstream's.
 """
 
 from __future__ import annotations
@@ -34,12 +36,20 @@ GATEWAY_SET = frozenset(
         b"x-forwarded-for",
         b"x-forwarded-proto",
         b"x-forwarded-host",
+        # other spellings of "who/where is the client": the gateway is the edge, so a
+        # client's value is a lie a service might believe (RFC 7239, nginx, proxies)
+        b"forwarded",
+        b"x-real-ip",
+        b"x-forwarded-port",
+        b"x-forwarded-prefix",
         b"traceparent",
         b"tracestate",
         b"content-length",  # the proxy frames the body itself
         b"expect",  # the gateway's server answers 100-continue; the body is sent at once
         b"x-switchboard-identity",  # identity is the gateway's to vouch for, never a client's
         b"x-switchboard-signature",
+        b"x-switchboard-token-reservation",  # the gateway's token-budget reservation
+        b"x-priority",  # computed per caller by core/priority.py (inference routes only)
     }
 )
 # The client's own credentials: consumed by the gateway, not handed to services.

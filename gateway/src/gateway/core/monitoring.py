@@ -35,6 +35,47 @@ UPSTREAM_ERRORS = Counter(
     ("service", "kind"),
 )
 
+# --- upstream resilience (gateway/services/balancer.py, docs/resilience.md) ---
+UPSTREAM_BREAKER_STATE = Gauge(
+    "switchboard_gateway_upstream_breaker_state",
+    "Circuit breaker of each service instance: 0 closed, 1 half-open, 2 open.",
+    ("service", "instance"),
+)
+UPSTREAM_BREAKER_OPENED = Counter(
+    "switchboard_gateway_upstream_breaker_opened_total",
+    "Times an instance's circuit breaker opened (the instance was ejected).",
+    ("service", "instance"),
+)
+UPSTREAM_RETRIES = Counter(
+    "switchboard_gateway_upstream_retries_total",
+    "Idempotent requests sent again after a failure before the response started.",
+    ("service",),
+)
+
+# --- gateway response cache (gateway/services/response_cache.py, docs/caching.md) ---
+CACHE_REQUESTS = Counter(
+    "switchboard_gateway_cache_requests_total",
+    "GET/HEAD requests on cached routes, by result: hit, revalidated (304 from the cache), "
+    "miss, refresh (client no-cache), bypass (client no-store), unavailable (Redis).",
+    ("result",),
+)
+CACHE_STORES = Counter(
+    "switchboard_gateway_cache_stores_total",
+    "Answers to cache misses, by outcome: stored, or why not (not_ok, streaming, "
+    "too_large, no_store, set_cookie, vary, private, max_age, invalidated, unavailable).",
+    ("outcome",),
+)
+CACHE_INVALIDATIONS = Counter(
+    "switchboard_gateway_cache_invalidations_total",
+    "Tags invalidated, by source: write, header (Switchboard-Cache-Invalidate), "
+    "deferred (Redis unavailable; written before the next lookup), deferred_write.",
+    ("source",),
+)
+CACHE_FAIL_OPEN = Counter(
+    "switchboard_gateway_cache_fail_open_total",
+    "Cache operations skipped because Redis failed or did not answer in time.",
+)
+
 
 class ServiceMetrics:
     """Metric children of one service, resolved once (``labels()`` is a dict lookup with

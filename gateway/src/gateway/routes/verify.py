@@ -4,8 +4,10 @@ A proxy in front of the services asks here before forwarding a request: the orig
 method and path come in ``X-Forwarded-Method`` / ``X-Forwarded-Uri`` and the client's
 headers (``Authorization``, ``X-API-Key``) as they were. The answer is 200 with the signed
 identity headers to attach (``X-Switchboard-Identity``, ``X-Switchboard-Signature``; none
-for public routes) or the 401/403/404 problem the client should get. Identity headers the
-client sent are never used. See deploy/compose/traefik/dynamic.yml.
+for public routes; ``X-Priority`` on inference routes; ``RateLimit-*``) or the
+400/401/403/404/429 problem the client should get: the same checks, priority and request-rate
+limit as a request through the gateway itself (token budgets excepted: they need the body).
+Identity headers the client sent are never used. See deploy/traefik/dynamic.yml.
 
 The answer vouches for a caller, so the endpoint is off unless
 ``GATEWAY_FORWARD_AUTH_ENABLED`` is set, and only networks in
@@ -18,8 +20,8 @@ from urllib.parse import unquote, urlsplit
 
 from fastapi import APIRouter, Request, Response
 
+from gateway.core.dispatch import GatewayApp
 from gateway.core.route_table import RouteTable
-from gateway.core.security import Authenticator
 from gateway.dependencies import SettingsDep
 from switchboard_common import BadRequest, Forbidden, NotFound, problem_responses
 from switchboard_common.problems import problem_messages
@@ -44,13 +46,21 @@ def _allowed(host: str, spec: str) -> bool:
     return any(address in network for network in _networks(spec))
 
 
+def _forwarded_client(request: Request) -> str:
+    first = request.headers.get("x-forwarded-for", "").split(",", 1)[0].strip()
+    try:
+        return str(ipaddress.ip_address(first))
+    except ValueError:
+        return ""
+
+
 @router.api_route(
     "/gateway/verify",
     methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
     summary="forwardAuth: may the forwarded request pass, and as whom",
     responses={
         200: {"description": "Allowed; attach the X-Switchboard-* headers of this answer."},
-        **problem_responses(401, 403, 404, 503),
+        **problem_responses(400, 401, 403, 404, 429, 503),
     },
 )
 async def verify(request: Request, settings: SettingsDep) -> Response:
@@ -67,7 +77,7 @@ async def verify(request: Request, settings: SettingsDep) -> Response:
     service = _table.resolve(path)
     if service is None:
         raise NotFound(f"No service serves {path}.")
-    auth: Authenticator = request.app.state.auth
+    gateway: GatewayApp = request.app.state.gateway
     scope = {
         "type": "http",
         "path": path,
@@ -78,8 +88,11 @@ async def verify(request: Request, settings: SettingsDep) -> Response:
             if k not in (b"x-switchboard-identity", b"x-switchboard-signature")
         ],
         "query_string": b"",
+        # anonymous routes are limited per client IP: the one the proxy saw (it is trusted:
+        # only GATEWAY_FORWARD_AUTH_ALLOWED_FROM gets here)
+        "client": (_forwarded_client(request) or client, 0),
     }
-    decision = await auth.authorize(scope, service)
+    decision = await gateway.check(scope, service)
     if decision.status:
         start, body = problem_messages(
             decision.status,
@@ -91,7 +104,5 @@ async def verify(request: Request, settings: SettingsDep) -> Response:
         )
         headers = {k.decode(): v.decode() for k, v in start["headers"]}
         return Response(body["body"], status_code=decision.status, headers=headers)
-    return Response(
-        status_code=200,
-        headers={k.decode(): v.decode() for k, v in decision.identity},
-    )
+    allowed = [*decision.identity, *(decision.response_headers or ())]
+    return Response(status_code=200, headers={k.decode(): v.decode() for k, v in allowed})

@@ -1,0 +1,228 @@
+"""Which requests spend a token budget, under which key, and what they are estimated at.
+
+Budgets (``GATEWAY_TOKEN_LIMITS``, per tier like the request limits) apply to generation
+routes only — the ones whose cost is tokens: ``POST`` to :data:`GENERATION_PATHS`, and the
+WebSocket chat at its handshake (which only needs *some* budget left; its generations are
+charged as the inference service reports them). Keyed per principal (user, or API key),
+across services; admins and public routes are not budgeted.
+
+The estimate a generation is pre-charged at, from the request body when the gateway has it
+whole (bodies up to 1 MiB with a Content-Length): ``ceil(prompt characters / 4)`` (text in
+``messages[].content``, ``prompt``, ``system``, ``suffix``, ``code``) plus the completion it
+may ask for (``max_tokens``, ``max_completion_tokens``, ``options.num_predict``), capped at
+``GATEWAY_TOKEN_ESTIMATE_MAX_COMPLETION`` (which is also used when it asks for none). A
+streamed or larger body is estimated from its Content-Length (``bytes / 4``) or, with none,
+at the completion cap alone. The estimate only decides admission near the limit; what is
+charged in the end is what the inference service reports.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from typing import Any
+
+from starlette.types import Message, Receive, Scope
+
+from gateway.config import Settings
+from gateway.core.security import Decision
+from gateway.models.limits import Limit, parse_limits
+from gateway.services.http_proxy import BUFFER_LIMIT
+from gateway.services.request_body import ClientDisconnected, read_body
+from gateway.services.token_budget import TokenBudget
+from switchboard_common.identity import Principal
+from switchboard_common.internal_calls import TOKEN_RESERVATION_HEADER
+from switchboard_common.limits import UNLIMITED
+
+GENERATION_PATHS = frozenset(
+    {
+        "/inference/chat",
+        "/inference/generate",
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/api/chat",
+        "/api/generate",
+        "/code/analyze",
+    }
+)
+WEBSOCKET_PATHS = frozenset({"/inference/ws"})
+CHARS_PER_TOKEN = 4
+_RESERVATION = TOKEN_RESERVATION_HEADER.lower().encode()
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRule:
+    key: str
+    limit: Limit
+    probe: bool  # a WebSocket handshake: check only, charge nothing yet
+
+
+class TokenLimitPolicy:
+    def __init__(self, settings: Settings) -> None:
+        self.tiers: dict[str, Limit | None] = dict.fromkeys(_unlimited_tiers(settings.token_limits))
+        self.tiers.update(parse_limits(settings.token_limits))
+        self.max_completion = settings.token_estimate_max_completion
+
+    def for_request(self, scope: Scope, principal: Principal | None) -> TokenRule | None:
+        if not any(self.tiers.values()) or principal is None or principal.role == "admin":
+            return None
+        path: str = scope["path"]
+        if scope["type"] == "websocket":
+            if path not in WEBSOCKET_PATHS:
+                return None
+            probe = True
+        elif scope["method"] == "POST" and path in GENERATION_PATHS:
+            probe = False
+        else:
+            return None
+        # a tier listed as `0` is unlimited, not "use the default"
+        limit = self.tiers.get(principal.tier, self.tiers.get("default"))
+        if limit is None:
+            return None
+        who = f"k:{principal.api_key_id}" if principal.api_key_id else f"u:{principal.sub}"
+        return TokenRule(who, limit, probe)
+
+    def estimate(self, body: bytes | None, content_length: int | None) -> int:
+        """Tokens to pre-charge: from the body when it was read, else from its size."""
+        if body is None:
+            prompt = (content_length or 0) // CHARS_PER_TOKEN
+            return max(1, prompt + self.max_completion)
+        try:
+            document = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return max(1, len(body) // CHARS_PER_TOKEN + self.max_completion)
+        if not isinstance(document, dict):
+            return max(1, len(body) // CHARS_PER_TOKEN + self.max_completion)
+        prompt = -(-_prompt_chars(document) // CHARS_PER_TOKEN)
+        return max(1, prompt + self._completion(document))
+
+    def _completion(self, document: dict[str, Any]) -> int:
+        options = document.get("options")
+        asked = [
+            document.get("max_tokens"),
+            document.get("max_completion_tokens"),
+            options.get("num_predict") if isinstance(options, dict) else None,
+        ]
+        for value in asked:
+            # bool is an int; num_predict -1/-2 means "until the model stops"
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                return min(value, self.max_completion)
+        return self.max_completion
+
+
+def _unlimited_tiers(text: str) -> list[str]:
+    return [
+        name.strip()
+        for name, _, value in (p.partition("=") for p in text.split(","))
+        if value.strip().lower() in UNLIMITED
+    ]
+
+
+def _text_chars(value: object) -> int:
+    """Characters of text in a field that is a string, a list of strings, or a list of
+    content parts (``{"type": "text", "text": …}``)."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, list):
+        total = 0
+        for item in value:
+            if isinstance(item, str):
+                total += len(item)
+            elif isinstance(item, dict) and isinstance(item.get("text"), str):
+                total += len(item["text"])
+        return total
+    return 0
+
+
+def _prompt_chars(document: dict[str, Any]) -> int:
+    total = sum(_text_chars(document.get(name)) for name in ("prompt", "system", "suffix", "code"))
+    messages = document.get("messages")
+    if isinstance(messages, list):
+        for message in messages:
+            if isinstance(message, dict):
+                total += _text_chars(message.get("content"))
+    return total
+
+
+class TokenGate:
+    """Admits a budgeted request (its reservation rides to the service with the identity
+    headers, its budget headers to the client) or turns it into a 429."""
+
+    def __init__(self, policy: TokenLimitPolicy, budget: TokenBudget) -> None:
+        self.policy = policy
+        self.budget = budget
+
+    async def admit(
+        self, scope: Scope, receive: Receive, decision: Decision
+    ) -> tuple[Decision, Receive]:
+        """The decision, and the ``receive`` to proxy with: when the body was read here
+        (to estimate from it) it is replayed to the proxy from memory."""
+        rule = self.policy.for_request(scope, decision.principal)
+        if rule is None:
+            return decision, receive
+        body: bytes | None = None
+        length = _content_length(scope)
+        if not rule.probe and length is not None and 0 <= length <= BUFFER_LIMIT:
+            body = b""
+            if length:
+                try:
+                    body = await read_body(receive)
+                except ClientDisconnected:
+                    return decision, _disconnected
+                receive = _replay(body, receive)
+        estimate = self.policy.estimate(body, length)
+        outcome = await self.budget.reserve(rule.key, rule.limit, estimate, probe=rule.probe)
+        headers = [*decision.response_headers, *outcome.headers()]
+        if not outcome.allowed:
+            wait = max(1, round(outcome.reset_s))
+            return Decision(
+                status=429,
+                detail=f"Token budget of {outcome.limit} tokens per "
+                f"{_window(rule.limit)} reached ({max(0, outcome.remaining)} left; this "
+                f"request is estimated at {estimate}); retry in {wait} s.",
+                response_headers=headers,
+                extensions={"token_limit": outcome.limit, "estimated_tokens": estimate},
+            ), receive
+        identity = decision.identity
+        if outcome.reservation is not None:
+            # a new list: the signed identity headers are cached and shared between requests
+            identity = [*identity, (_RESERVATION, outcome.reservation.encode())]
+        return replace(decision, identity=identity, response_headers=headers), receive
+
+
+def _window(limit: Limit) -> str:
+    return "minute" if limit.window_s == 60 else f"{limit.window_s:g} s"
+
+
+def _content_length(scope: Scope) -> int | None:
+    """The body's declared length; None when it is chunked, absent or malformed (the proxy
+    answers a malformed one itself)."""
+    length: int | None = None
+    for name, value in scope["headers"]:
+        if name == b"transfer-encoding":
+            return None
+        if name == b"content-length":
+            try:
+                length = int(value)
+            except ValueError:
+                return None
+    return length
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """``receive`` that first hands out the already-read body, then defers to the client
+    (so the proxy still notices a disconnect)."""
+    pending = True
+
+    async def replayed() -> Message:
+        nonlocal pending
+        if pending:
+            pending = False
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
+
+
+async def _disconnected() -> Message:
+    return {"type": "http.disconnect"}

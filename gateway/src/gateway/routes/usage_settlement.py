@@ -1,0 +1,59 @@
+"""``POST /gateway/internal/usage``: a service reports what a reserved generation used.
+
+The inference service calls it when a generation that carried an
+``X-Switchboard-Token-Reservation`` has finished; the gateway then replaces that
+reservation's estimate with the actual tokens in the caller's token budget
+(``TokenBudget.settle``). Only calls signed with ``SWITCHBOARD_INTERNAL_SECRET``
+(``switchboard_common.internal_calls``) are accepted — a client that reaches this path
+through the gateway's public port gets 401 like anyone without the secret. Not in the
+public OpenAPI document: it is no client's business.
+"""
+
+from fastapi import APIRouter, Request
+from pydantic import ValidationError
+
+from gateway.dependencies import SettingsDep
+from gateway.services.token_budget import BudgetUnavailable, InvalidReservation, TokenBudget
+from switchboard_common import ServiceUnavailable, Unauthorized, UnprocessableContent
+from switchboard_common.internal_calls import (
+    CALL_SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    USAGE_SETTLEMENT_PATH,
+    InvalidInternalCall,
+    UsageSettlement,
+    UsageSettlementResult,
+    verify_internal_call,
+)
+
+router = APIRouter(tags=["gateway"])
+
+
+@router.post(USAGE_SETTLEMENT_PATH, include_in_schema=False)
+async def settle_usage(request: Request, settings: SettingsDep) -> UsageSettlementResult:
+    body = await request.body()  # the MAC covers the raw bytes: check it before parsing
+    try:
+        verify_internal_call(
+            settings.internal_secret,
+            USAGE_SETTLEMENT_PATH,
+            body,
+            request.headers.get(TIMESTAMP_HEADER),
+            request.headers.get(CALL_SIGNATURE_HEADER),
+        )
+    except InvalidInternalCall as exc:
+        raise Unauthorized(f"Internal calls only: {exc}") from exc
+    try:
+        report = UsageSettlement.model_validate_json(body)
+    except ValidationError as exc:
+        raise UnprocessableContent(
+            "Not a usage report.", errors=exc.errors(include_url=False, include_context=False)
+        ) from exc
+    budget: TokenBudget = request.app.state.token_budget
+    try:
+        settled = await budget.settle(report)
+    except InvalidReservation as exc:
+        raise UnprocessableContent(str(exc)) from exc
+    except BudgetUnavailable as exc:
+        raise ServiceUnavailable(
+            "Token budgets cannot be settled right now (Redis unavailable).", retry_after=1
+        ) from exc
+    return UsageSettlementResult(settled=settled)
