@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 import shutil
+import statistics
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
@@ -16,6 +17,21 @@ class WrkResult:
     p50_ms: float
     p99_ms: float
     errors: int
+    requests: int = 0  # completed requests (to check counters such as cache hits against)
+    socket_errors: int = 0  # connect/read/write/timeout errors (also counted in ``errors``)
+    report: str = field(default="", repr=False)  # wrk's output, with what a script printed
+
+
+def median(results: list[WrkResult]) -> WrkResult:
+    """Per-field medians of alternating rounds; errors and requests are summed."""
+    return WrkResult(
+        statistics.median(r.requests_per_s for r in results),
+        statistics.median(r.p50_ms for r in results),
+        statistics.median(r.p99_ms for r in results),
+        sum(r.errors for r in results),
+        sum(r.requests for r in results),
+        sum(r.socket_errors for r in results),
+    )
 
 
 def ensure_wrk() -> str:
@@ -45,8 +61,10 @@ def run_wrk(
     threads: int = 1,
     headers: dict[str, str] | None = None,
     script: str | None = None,
+    timeout_s: float | None = None,
 ) -> WrkResult:
-    """One wrk run; ``script`` is a Lua file (e.g. to POST a form)."""
+    """One wrk run; ``script`` is a Lua file (e.g. to POST a form); ``timeout_s`` replaces
+    wrk's 2 s per-request timeout (a slower answer counts as a socket error)."""
     if not url.startswith(("http://127.", "http://localhost")):
         raise ValueError("benchmarks target loopback addresses only")
     argv = [ensure_wrk(), f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s"]
@@ -54,6 +72,8 @@ def run_wrk(
         argv += ["-H", f"{name}: {value}"]
     if script:
         argv += ["-s", script]
+    if timeout_s:
+        argv += ["--timeout", f"{timeout_s:g}s"]
     argv += ["--latency", url]
     out = subprocess.run(
         argv, capture_output=True, text=True, check=True, timeout=seconds + 30
@@ -61,11 +81,10 @@ def run_wrk(
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
-    errors = 0
+    done = re.search(r"(\d+) requests in", out)
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    if non2xx:
-        errors += int(non2xx.group(1))
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    if sock:
-        errors += sum(int(g) for g in sock.groups())
-    return WrkResult(rps, p50, p99, errors)
+    socket_errors = sum(int(g) for g in sock.groups()) if sock else 0
+    errors = socket_errors + (int(non2xx.group(1)) if non2xx else 0)
+    requests = int(done.group(1)) if done else 0
+    return WrkResult(rps, p50, p99, errors, requests, socket_errors, out)
