@@ -20,7 +20,7 @@ import websockets
 from websockets.sync.client import connect as ws_connect
 
 from switchboard_devtools.ports import free_port
-from tests.fixtures.processes import Spawn, module_argv
+from tests.fixtures.processes import Spawn, spawn_echo, spawn_gateway
 
 BODY_TIMEOUT_S = 1.0
 HEAD_TIMEOUT_S = 1.0
@@ -40,34 +40,20 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(module_spawn: Spawn) -> Stack:
-    echo_port, gw_port = free_port(), free_port()
-    upstream = f"http://127.0.0.1:{echo_port}"
-    module_spawn(
-        "echo",
-        module_argv("tests.support.echo_upstream"),
-        env={"ECHO_PORT": str(echo_port)},
-        ready_url=upstream + "/ready",
-    )
-    gateway = f"http://127.0.0.1:{gw_port}"
-    module_spawn(
-        "gateway",
-        module_argv("gateway"),
-        env={
-            "GATEWAY_PORT": str(gw_port),
+    upstream = spawn_echo(module_spawn)
+    gateway, gw_port = spawn_gateway(
+        module_spawn,
+        {
             "GATEWAY_MEMORY_URL": upstream,
             "GATEWAY_INFERENCE_URL": upstream,
             "GATEWAY_KNOWLEDGE_URL": upstream,
             "GATEWAY_AUTH_URL": f"http://127.0.0.1:{free_port()}",
-            "GATEWAY_CONNECT_TIMEOUT_S": "1",
-            "GATEWAY_HEALTH_TIMEOUT_S": "0.5",
             "GATEWAY_CLIENT_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
             "GATEWAY_CLIENT_HEADER_TIMEOUT_S": str(HEAD_TIMEOUT_S),
             "GATEWAY_MAX_HEADER_BYTES": str(MAX_HEADER_BYTES),
             "GATEWAY_MAX_HEADER_COUNT": str(MAX_HEADERS),
             "GATEWAY_PUBLIC_PATHS": "/memory/*,/inference/*,/knowledge/*",
-            "GATEWAY_ANONYMOUS_RATE_LIMIT": "0",
         },
-        ready_url=gateway + "/ready",
     )
     return Stack(gateway, gw_port)
 

@@ -17,7 +17,7 @@ import websockets
 from websockets.sync.client import connect as ws_connect
 
 from switchboard_devtools.ports import free_port
-from tests.fixtures.processes import Spawn, module_argv
+from tests.fixtures.processes import Spawn, spawn_echo, spawn_gateway
 
 LIMIT = 64 * 1024
 
@@ -44,34 +44,21 @@ def black_hole() -> Iterator[int]:
 
 @pytest.fixture(scope="module")
 def stack(module_spawn: Spawn, black_hole: int) -> Stack:
-    echo_port, gw_port = free_port(), free_port()
-    upstream = f"http://127.0.0.1:{echo_port}"
-    module_spawn(
-        "echo",
-        module_argv("tests.support.echo_upstream"),
-        env={"ECHO_PORT": str(echo_port)},
-        ready_url=upstream + "/ready",
-    )
-    gateway = f"http://127.0.0.1:{gw_port}"
-    module_spawn(
-        "gateway",
-        module_argv("gateway"),
-        env={
-            "GATEWAY_PORT": str(gw_port),
+    upstream = spawn_echo(module_spawn)
+    gateway, _ = spawn_gateway(
+        module_spawn,
+        {
             "GATEWAY_MEMORY_URL": upstream,
             "GATEWAY_INFERENCE_URL": upstream,
             "GATEWAY_KNOWLEDGE_URL": f"http://127.0.0.1:{free_port()}",  # nothing listens
             "GATEWAY_AUTH_URL": f"http://127.0.0.1:{black_hole}",
             "GATEWAY_READ_TIMEOUT_S": "1.5",
-            "GATEWAY_CONNECT_TIMEOUT_S": "1",
             "GATEWAY_MAX_BODY_BYTES": str(LIMIT),
-            "GATEWAY_HEALTH_TIMEOUT_S": "0.5",
             "GATEWAY_TRACE_PROXY": "true",  # a span per request even without an exporter
             # pass-through is tested here; authentication in test_auth_enforcement.py
             "GATEWAY_PUBLIC_PATHS": "/memory/*,/inference/*,/code/*,/v1/*,/api/*,/knowledge/*",
-            "GATEWAY_ANONYMOUS_RATE_LIMIT": "0",  # limits are tested in test_rate_limits.py
+            # limits are tested in test_rate_limits.py (the anonymous limit is off by default)
         },
-        ready_url=gateway + "/ready",
     )
     return Stack(gateway=gateway, upstream=upstream)
 

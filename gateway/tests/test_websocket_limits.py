@@ -20,7 +20,7 @@ from websockets.sync.client import connect as ws_connect
 from websockets.sync.server import Server, ServerConnection, serve
 
 from switchboard_devtools.ports import free_port
-from tests.fixtures.processes import Spawn, module_argv
+from tests.fixtures.processes import Spawn, spawn_echo, spawn_gateway
 
 MAX_MESSAGE = 1024
 IDLE_S = 1.0
@@ -87,32 +87,18 @@ def scripted() -> Iterator[Scripted]:
 
 @pytest.fixture(scope="module")
 def stack(module_spawn: Spawn, scripted: Scripted) -> Stack:
-    echo_port, gw_port = free_port(), free_port()
-    upstream = f"http://127.0.0.1:{echo_port}"
-    module_spawn(
-        "echo",
-        module_argv("tests.support.echo_upstream"),
-        env={"ECHO_PORT": str(echo_port)},
-        ready_url=upstream + "/ready",
-    )
-    gateway = f"http://127.0.0.1:{gw_port}"
-    module_spawn(
-        "gateway",
-        module_argv("gateway"),
-        env={
-            "GATEWAY_PORT": str(gw_port),
+    upstream = spawn_echo(module_spawn)
+    gateway, _ = spawn_gateway(
+        module_spawn,
+        {
             "GATEWAY_MEMORY_URL": upstream,
             "GATEWAY_INFERENCE_URL": f"http://127.0.0.1:{free_port()}",  # nothing listens
             "GATEWAY_KNOWLEDGE_URL": f"http://127.0.0.1:{scripted.port}",
             "GATEWAY_AUTH_URL": f"http://127.0.0.1:{free_port()}",
-            "GATEWAY_CONNECT_TIMEOUT_S": "1",
-            "GATEWAY_HEALTH_TIMEOUT_S": "0.5",
             "GATEWAY_WS_MAX_MESSAGE_BYTES": str(MAX_MESSAGE),
             "GATEWAY_WS_IDLE_TIMEOUT_S": str(IDLE_S),
             "GATEWAY_PUBLIC_PATHS": "/memory/*,/knowledge/*,/inference/*",
-            "GATEWAY_ANONYMOUS_RATE_LIMIT": "0",
         },
-        ready_url=gateway + "/ready",
     )
     return Stack(gateway, scripted)
 
