@@ -80,6 +80,14 @@ class Settings(ServiceSettings):
     usage_retention_days: int = Field(
         default=90, ge=1, description="Days a per-user daily usage record is kept in Redis."
     )
+
+    # --- token budgets (see docs/rate-limits.md#token-budgets) ---
+    gateway_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="The gateway (any replica, or their Service) that receives each "
+        "reserved generation's actual usage to settle token budgets; empty: do not report "
+        "(the gateway's estimates then stand).",
+    )
     cache_enabled: bool = Field(
         default=True,
         description="Cache deterministic completions (options.temperature 0 or options.seed "

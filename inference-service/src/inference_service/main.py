@@ -13,6 +13,10 @@ from inference_service.services.json_completion import JsonCompleter
 from inference_service.services.ollama import OllamaClient, RetryPolicy
 from inference_service.services.queue import RedisAdmissionQueue
 from inference_service.services.queue_models import QueueSettings
+from inference_service.services.token_settlement import (
+    SettlementReporter,
+    TokenReservationMiddleware,
+)
 from switchboard_common import HttpTimeouts, create_http_client, create_service_app, managed_redis
 
 
@@ -51,12 +55,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stack.push_async_callback(admission.aclose)
         app.state.admission = admission
         app.state.review_backend = JsonCompleter(lambda: inference_for(app))
+        stack.push_async_callback(app.state.token_reporter.aclose)
         yield
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    return create_service_app(
-        settings or Settings(),
+    settings = settings or Settings()
+    app = create_service_app(
+        settings,
         title="Switchboard inference",
         description="Ollama-backed chat, generation and embeddings with a fair admission queue.",
         routers=[
@@ -71,3 +77,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ],
         lifespan=lifespan,
     )
+    # usage of generations the gateway reserved tokens for goes back to it (token budgets)
+    reporter = SettlementReporter(settings.gateway_url, settings.internal_secret)
+    app.state.token_reporter = reporter
+    app.add_middleware(TokenReservationMiddleware, reporter=reporter)
+    return app

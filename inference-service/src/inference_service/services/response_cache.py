@@ -33,6 +33,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from inference_service.services.backends import BackendPool, normalize_model
+from inference_service.services.token_settlement import charge_reserved_usage
 from inference_service.services.usage import UsageLedger, today, usage_key
 
 logger = logging.getLogger("inference.cache")
@@ -296,6 +297,7 @@ class ResponseCache:
         completion = int(final.get("eval_count") or 0)
         CACHED_TOKENS.labels(model, "prompt").inc(prompt)
         CACHED_TOKENS.labels(model, "completion").inc(completion)
+        charge_reserved_usage(prompt, completion)  # the caller got them: they count
         key = usage_key(user, today())
         try:
             async with ledger.redis.pipeline(transaction=True) as pipe:

@@ -17,6 +17,8 @@ from opentelemetry import trace
 from prometheus_client import Counter
 from redis.asyncio import Redis
 
+from inference_service.services.token_settlement import charge_reserved_usage
+
 KEY_PREFIX = "inference:usage:"
 
 TOKENS = Counter(
@@ -47,7 +49,9 @@ class UsageLedger:
         self.retention_s = retention_days * 86400
 
     async def record(self, user: str, model: str, prompt: int, completion: int) -> None:
-        """Add one completion's counts (also to metrics and the current span)."""
+        """Add one completion's counts (also to metrics, the current span, and the gateway's
+        token budget when the request carries a reservation)."""
+        charge_reserved_usage(prompt, completion)
         TOKENS.labels(model, "prompt").inc(prompt)
         TOKENS.labels(model, "completion").inc(completion)
         REQUESTS.labels(model).inc()

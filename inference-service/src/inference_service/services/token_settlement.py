@@ -1,0 +1,229 @@
+"""Tell the gateway what a reserved generation actually used, so it can settle the budget.
+
+The gateway pre-charges a generation's estimated tokens in the caller's token budget and
+forwards the reservation as ``X-Switchboard-Token-Reservation``.
+:class:`TokenReservationMiddleware` puts that reservation in a context variable for the
+request; :func:`charge_reserved_usage` (called wherever usage is recorded: the ledger, and
+the response cache for hits) queues ``{reservation, seq, prompt_tokens,
+completion_tokens}``; :class:`SettlementReporter` posts it, HMAC-signed
+(``switchboard_common.internal_calls``), to ``{INFERENCE_GATEWAY_URL}/gateway/internal/usage``.
+
+Never in the client's way: an HTTP request's reports are queued only once its response has
+been sent (a WebSocket's as each reply ends — the connection may last for hours); a bounded
+queue and a few worker tasks send them; when the queue is full, or the gateway cannot be
+reached after a retry, the report is dropped and counted
+(``switchboard_inference_token_budget_reports_total{outcome}``) — the gateway's estimate
+then stands until it leaves the window. Settlement is idempotent on the gateway, so a retry
+that was in fact received twice changes nothing.
+
+A cache hit reports its cached usage too: the caller received those tokens, and a budget a
+repeated prompt could bypass would be no budget (the usage ledger counts them the same way).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+
+import httpx
+from prometheus_client import Counter
+from pydantic import SecretStr
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from switchboard_common import HttpLimits, HttpTimeouts, create_http_client
+from switchboard_common.internal_calls import (
+    MAX_RESERVATION_CHARS,
+    TOKEN_RESERVATION_HEADER,
+    USAGE_SETTLEMENT_PATH,
+    UsageSettlement,
+    sign_internal_call,
+)
+
+logger = logging.getLogger("switchboard.inference.token_settlement")
+
+REPORTS = Counter(
+    "switchboard_inference_token_budget_reports_total",
+    "Usage reports for the gateway's token budgets, by outcome (sent; failed: the gateway "
+    "did not take it; dropped: the queue was full).",
+    ("outcome",),
+)
+_HEADER = TOKEN_RESERVATION_HEADER.lower().encode()
+
+
+@dataclass(slots=True)
+class _Reserved:
+    """The current request's reservation, and the reports it made so far."""
+
+    reporter: SettlementReporter
+    reservation: str
+    immediate: bool  # WebSocket: send each report at once, not when the response ends
+    seq: int = 0
+    held: list[UsageSettlement] = field(default_factory=list)
+
+
+_current: ContextVar[_Reserved | None] = ContextVar("switchboard_token_reservation", default=None)
+
+
+def charge_reserved_usage(prompt_tokens: int, completion_tokens: int) -> None:
+    """Report one generation's usage when the current request carries a reservation."""
+    reserved = _current.get()
+    if reserved is None:
+        return
+    report = UsageSettlement(
+        reservation=reserved.reservation,
+        seq=reserved.seq,
+        prompt_tokens=max(0, prompt_tokens),
+        completion_tokens=max(0, completion_tokens),
+    )
+    reserved.seq += 1
+    if reserved.immediate:
+        reserved.reporter.submit(report)
+    else:
+        reserved.held.append(report)
+
+
+class SettlementReporter:
+    """A bounded queue of usage reports and the workers that post them to the gateway."""
+
+    def __init__(
+        self,
+        gateway_url: str,
+        secret: SecretStr,
+        *,
+        max_pending: int = 10_000,
+        workers: int = 4,
+        timeout_s: float = 2.0,
+        retry_delay_s: float = 0.2,
+    ) -> None:
+        self.gateway_url = gateway_url.rstrip("/")
+        self.secret = secret
+        self.workers = workers
+        self.timeout_s = timeout_s
+        self.retry_delay_s = retry_delay_s
+        self._queue: asyncio.Queue[UsageSettlement] = asyncio.Queue(maxsize=max_pending)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._client: httpx.AsyncClient | None = None
+        self._last_warning = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.gateway_url)
+
+    def submit(self, report: UsageSettlement) -> None:
+        """Queue a report; never waits (a full queue drops it)."""
+        if not self.enabled:
+            return
+        try:
+            self._queue.put_nowait(report)
+        except asyncio.QueueFull:
+            REPORTS.labels("dropped").inc()
+            self._warn("usage report dropped: queue full")
+            return
+        if not self._tasks:  # started on first use, inside the serving event loop
+            self._tasks = [asyncio.create_task(self._work()) for _ in range(self.workers)]
+
+    async def drain(self, timeout_s: float = 2.0) -> None:
+        """Wait (bounded) until queued reports were handled; for shutdown and tests."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._queue.join()
+
+    async def aclose(self) -> None:
+        await self.drain()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def _work(self) -> None:
+        while True:
+            report = await self._queue.get()
+            try:
+                REPORTS.labels("sent" if await self._post(report) else "failed").inc()
+            except Exception:  # a worker must outlive any one report
+                REPORTS.labels("failed").inc()
+                logger.exception("usage report failed")
+            finally:
+                self._queue.task_done()
+
+    async def _post(self, report: UsageSettlement) -> bool:
+        if self._client is None:
+            self._client = create_http_client(
+                self.gateway_url,
+                timeouts=HttpTimeouts(
+                    connect_s=self.timeout_s,
+                    read_s=self.timeout_s,
+                    write_s=self.timeout_s,
+                    pool_s=self.timeout_s,
+                ),
+                limits=HttpLimits(
+                    max_connections=self.workers, max_keepalive_connections=self.workers
+                ),
+            )
+        body = report.model_dump_json().encode()
+        for attempt in range(2):  # settlement is idempotent: a retry cannot double-charge
+            headers = sign_internal_call(self.secret, USAGE_SETTLEMENT_PATH, body)
+            headers["content-type"] = "application/json"
+            try:
+                response = await self._client.post(
+                    USAGE_SETTLEMENT_PATH, content=body, headers=headers
+                )
+            except httpx.HTTPError as exc:
+                failure = type(exc).__name__
+            else:
+                if response.status_code < 500:
+                    if response.status_code >= 400:
+                        self._warn(f"gateway refused a usage report: {response.status_code}")
+                        return False
+                    return True
+                failure = f"HTTP {response.status_code}"
+            if attempt == 0:
+                await asyncio.sleep(self.retry_delay_s)
+        self._warn(f"usage report not delivered to {self.gateway_url}: {failure}")
+        return False
+
+    def _warn(self, message: str) -> None:
+        now = asyncio.get_running_loop().time()
+        if now - self._last_warning > 10:  # at most one warning per 10 s
+            self._last_warning = now
+            logger.warning(message)
+
+
+class TokenReservationMiddleware:
+    """Exposes a request's ``X-Switchboard-Token-Reservation`` to
+    :func:`charge_reserved_usage` and hands the reports to the reporter once the response
+    has been sent (HTTP) or as they come (WebSocket)."""
+
+    def __init__(self, app: ASGIApp, reporter: SettlementReporter) -> None:
+        self.app = app
+        self.reporter = reporter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        reservation = _reservation(scope) if scope["type"] in ("http", "websocket") else None
+        if reservation is None or not self.reporter.enabled:
+            await self.app(scope, receive, send)
+            return
+        reserved = _Reserved(self.reporter, reservation, immediate=scope["type"] == "websocket")
+        token = _current.set(reserved)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            _current.reset(token)
+            for report in reserved.held:  # usage recorded even if the client went away
+                self.reporter.submit(report)
+
+
+def _reservation(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == _HEADER:
+            text = value.decode("latin-1").strip()
+            return text if 0 < len(text) <= MAX_RESERVATION_CHARS else None
+    return None

@@ -1,0 +1,311 @@
+"""Token budgets through the real cluster: a user with a small budget makes completions
+through the gateway against the simulator; the budget falls by exactly the tokens the
+inference service reports (and records in ``GET /inference/usage``); once exhausted the
+gateway answers 429 before anything reaches the model; a second gateway replica sees the
+same budget."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import redis
+import websockets
+from pydantic import SecretStr
+from websockets.sync.client import connect as ws_connect
+
+from inference_service.services.token_settlement import REPORTS, SettlementReporter
+from switchboard_common.internal_calls import UsageSettlement
+from switchboard_devtools.cluster import GATEWAY, GATEWAY_REDIS_DB, ClusterPlan
+from switchboard_devtools.ports import free_port
+from tests.fixtures.cluster import TPM_TEST_LIMIT, TPM_TEST_TIER
+from tests.fixtures.processes import Spawn, module_argv
+from tests.support.auth_client import Login, login, new_user
+
+MODEL = "llama3.2"
+NUM_PREDICT = 24
+
+
+@pytest.fixture
+def budgeted_user(cluster: ClusterPlan, cluster_admin: Login) -> tuple[Login, str]:
+    """A fresh user moved into the small ``tpm-test`` tier, logged in again (the tier is in
+    the token), and its user id."""
+    gateway = cluster.url("gateway")
+    fresh = new_user(gateway)
+    me = httpx.get(gateway + "/auth/me", headers=fresh.headers, timeout=10).json()
+    patched = httpx.patch(
+        f"{gateway}/auth/admin/users/{me['id']}",
+        json={"tier": TPM_TEST_TIER},
+        headers=cluster_admin.headers,
+        timeout=10,
+    )
+    assert patched.status_code == 200, patched.text
+    return login(gateway, fresh.username, fresh.password), me["id"]
+
+
+@pytest.fixture
+def budget_store(cluster: ClusterPlan) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(f"{cluster.redis_url}/{GATEWAY_REDIS_DB}")
+    yield client
+    client.close()
+
+
+def used_tokens(store: redis.Redis, user_id: str) -> int:
+    return int(store.get(f"gw:tb:{{u:{user_id}}}:t") or 0)
+
+
+def wait_for_used(store: redis.Redis, user_id: str, expected: int, timeout_s: float = 10) -> None:
+    """Settlement is sent after the response: wait for it to land."""
+    deadline = time.monotonic() + timeout_s
+    while used_tokens(store, user_id) != expected:
+        assert time.monotonic() < deadline, (used_tokens(store, user_id), expected)
+        time.sleep(0.05)
+
+
+def usage_total(gateway: str, user: Login) -> int:
+    report = httpx.get(gateway + "/inference/usage", headers=user.headers, timeout=10).json()
+    model = report["totals"].get(MODEL + ":latest") or report["totals"].get(MODEL) or {}
+    return int(model.get("prompt_tokens", 0)) + int(model.get("completion_tokens", 0))
+
+
+def estimate(prompt: str) -> int:
+    """The gateway's pre-charge for these requests: ceil(chars / 4) + the asked completion."""
+    return -(-len(prompt) // 4) + NUM_PREDICT
+
+
+def chat(gateway: str, user: Login, prompt: str) -> httpx.Response:
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": prompt}],
+        "options": {"num_predict": NUM_PREDICT},  # no temperature 0 / seed: not cached
+    }
+    return httpx.post(gateway + "/inference/chat", json=body, headers=user.headers, timeout=30)
+
+
+def stream_completion(gateway: str, user: Login, prompt: str) -> tuple[httpx.Response, int]:
+    """An OpenAI streamed chat; the tokens it reports in its final usage chunk."""
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": NUM_PREDICT,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    with httpx.stream(
+        "POST", gateway + "/v1/chat/completions", json=body, headers=user.headers, timeout=30
+    ) as resp:
+        total = 0
+        for line in resp.iter_lines():
+            if line.startswith("data: {"):
+                usage = json.loads(line[6:]).get("usage")
+                if usage:
+                    total = usage["prompt_tokens"] + usage["completion_tokens"]
+    return resp, total
+
+
+@pytest.fixture
+def second_gateway(cluster: ClusterPlan, spawn: Spawn) -> str:
+    """Another gateway replica over the same services and Redis."""
+    port = free_port()
+    env = {**cluster.env_for(GATEWAY), "GATEWAY_PORT": str(port)}
+    url = f"http://127.0.0.1:{port}"
+    spawn("gateway2", module_argv("gateway"), env=env, ready_url=url + "/ready", timeout_s=45)
+    return url
+
+
+def test_budget_is_charged_the_reported_usage_and_shared_by_replicas(
+    cluster: ClusterPlan,
+    budgeted_user: tuple[Login, str],
+    budget_store: redis.Redis,
+    second_gateway: str,
+) -> None:
+    user, user_id = budgeted_user
+    gateway = cluster.url("gateway")
+    prompt = "Tell me about token budgets, please."
+
+    # 1. admitted with the estimate pre-charged, then settled to the reported usage
+    first = chat(gateway, user, prompt)
+    assert first.status_code == 200, first.text
+    assert first.headers["x-ratelimit-limit-tokens"] == str(TPM_TEST_LIMIT)
+    assert first.headers["x-ratelimit-remaining-tokens"] == str(TPM_TEST_LIMIT - estimate(prompt))
+    reported = first.json()["usage"]
+    actual = reported["prompt_tokens"] + reported["completion_tokens"]
+    assert actual != estimate(prompt)  # so the settlement is visible
+    wait_for_used(budget_store, user_id, actual)
+    assert usage_total(gateway, user) == actual
+
+    # 2. a streamed OpenAI completion on the other replica: its remaining counts the first
+    #    request's actual usage, and its own usage is settled after the stream ends
+    resp, streamed = stream_completion(second_gateway, user, prompt)
+    assert resp.status_code == 200
+    remaining = TPM_TEST_LIMIT - actual - estimate(prompt)
+    assert resp.headers["x-ratelimit-remaining-tokens"] == str(remaining)
+    assert streamed > 0
+    wait_for_used(budget_store, user_id, actual + streamed)
+    used = actual + streamed
+    assert usage_total(gateway, user) == used
+
+    # 3. spend the rest, alternating replicas, until the gateway refuses
+    refused: httpx.Response | None = None
+    for i in range(40):
+        resp = chat((gateway, second_gateway)[i % 2], user, prompt)
+        if resp.status_code == 429:
+            refused = resp
+            break
+        assert resp.status_code == 200, resp.text
+        usage = resp.json()["usage"]
+        used += usage["prompt_tokens"] + usage["completion_tokens"]
+        wait_for_used(budget_store, user_id, used)
+    assert refused is not None, "the budget was never exhausted"
+    assert used + estimate(prompt) > TPM_TEST_LIMIT  # refused exactly when it would not fit
+    assert used <= TPM_TEST_LIMIT + 100  # and not much later (a request costs < 100 here)
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    assert refused.headers["x-ratelimit-remaining-tokens"] == str(max(0, TPM_TEST_LIMIT - used))
+    assert refused.json()["status"] == 429
+    assert "Token budget" in refused.json()["detail"]
+
+    # 4. refused before admission: nothing reached the model; both replicas agree
+    assert usage_total(gateway, user) == used
+    other = chat((second_gateway, gateway)[i % 2], user, prompt)
+    assert other.status_code == 429
+    assert (
+        other.headers["x-ratelimit-remaining-tokens"]
+        == refused.headers["x-ratelimit-remaining-tokens"]
+    )
+    assert used_tokens(budget_store, user_id) == used
+    # the WebSocket chat only needs *some* budget left at its handshake (its replies are
+    # charged as they end): with a few tokens left it still opens
+    assert TPM_TEST_LIMIT - used > 0
+    ws_url = gateway.replace("http://", "ws://") + "/inference/ws"
+    with ws_connect(ws_url, additional_headers=user.headers, open_timeout=10) as ws:
+        ws.close()
+
+
+def test_one_large_generation_overshoots_then_nothing_more_passes(
+    cluster: ClusterPlan, budgeted_user: tuple[Login, str], budget_store: redis.Redis
+) -> None:
+    """Admission is on the estimate; the actual usage may overshoot the budget. The window
+    then has nothing left: chats and WebSocket handshakes are refused until it slides."""
+    user, user_id = budgeted_user
+    gateway = cluster.url("gateway")
+    big = "a " * 450  # 450 simulator tokens; estimated at 225 + 24, so it is admitted
+    resp = chat(gateway, user, big)
+    assert resp.status_code == 200, resp.text
+    usage = resp.json()["usage"]
+    actual = usage["prompt_tokens"] + usage["completion_tokens"]
+    assert actual > TPM_TEST_LIMIT
+    wait_for_used(budget_store, user_id, actual)
+    refused = chat(gateway, user, "tiny")
+    assert refused.status_code == 429
+    assert refused.headers["x-ratelimit-remaining-tokens"] == "0"
+    ws_url = gateway.replace("http://", "ws://") + "/inference/ws"
+    with pytest.raises(websockets.InvalidStatus) as denied:
+        with ws_connect(ws_url, additional_headers=user.headers, open_timeout=10):
+            pass
+    assert denied.value.response.status_code == 429
+    assert int(denied.value.response.headers["retry-after"]) >= 1
+
+
+def test_websocket_replies_are_charged_as_they_end(
+    cluster: ClusterPlan, budget_store: redis.Redis
+) -> None:
+    gateway = cluster.url("gateway")
+    user = new_user(gateway)
+    me = httpx.get(gateway + "/auth/me", headers=user.headers, timeout=10).json()
+    ws_url = gateway.replace("http://", "ws://") + "/inference/ws"
+    total = 0
+    with ws_connect(ws_url, additional_headers=user.headers, open_timeout=10) as ws:
+        for prompt in ("first question", "second, longer question"):
+            ws.send(
+                json.dumps(
+                    {
+                        "model": MODEL,
+                        "messages": [{"role": "user", "content": prompt}],
+                        "options": {"num_predict": NUM_PREDICT},
+                    }
+                )
+            )
+            while True:
+                message = json.loads(ws.recv(timeout=20))
+                if message["type"] == "usage":
+                    total += message["prompt_tokens"] + message["completion_tokens"]
+                if message["type"] in ("done", "error"):
+                    assert message["type"] == "done", message
+                    break
+            # charged while the socket stays open, not when it closes
+            wait_for_used(budget_store, me["id"], total)
+    assert total > 0
+
+
+def test_client_cannot_send_its_own_reservation(
+    cluster: ClusterPlan, cluster_user: Login, budget_store: redis.Redis
+) -> None:
+    """A forged reservation header is dropped at the gateway (the service sees only the
+    gateway's), and the settlement endpoint refuses unsigned reports."""
+    gateway = cluster.url("gateway")
+    # "eA" is base64url for the budget key "x": had it reached inference, "x" would be charged
+    headers = {**cluster_user.headers, "X-Switchboard-Token-Reservation": "forged.60000.eA"}
+    forged = httpx.post(
+        gateway + "/inference/chat",
+        json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}]},
+        headers=headers,
+        timeout=30,
+    )
+    assert forged.status_code == 200
+    time.sleep(0.5)  # a report would be sent right after the response
+    assert not budget_store.keys("gw:tb:{x}:*")
+    report = {"reservation": "forged.60000.eA", "prompt_tokens": 1, "completion_tokens": 1}
+    unsigned = httpx.post(gateway + "/gateway/internal/usage", json=report, timeout=10)
+    assert unsigned.status_code == 401
+
+
+def test_a_cache_hit_costs_the_cached_usage(
+    cluster: ClusterPlan, budget_store: redis.Redis
+) -> None:
+    """The caller receives the tokens either way: a replayed answer is charged like the
+    original, or a repeated prompt would bypass the budget."""
+    gateway = cluster.url("gateway")
+    user = new_user(gateway)
+    me = httpx.get(gateway + "/auth/me", headers=user.headers, timeout=10).json()
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "cache me"}],
+        "options": {"num_predict": NUM_PREDICT, "temperature": 0},
+    }
+    costs, served = [], []
+    for _ in range(2):
+        resp = httpx.post(gateway + "/inference/chat", json=body, headers=user.headers, timeout=30)
+        assert resp.status_code == 200, resp.text
+        usage = resp.json()["usage"]
+        costs.append(usage["prompt_tokens"] + usage["completion_tokens"])
+        served.append(resp.headers["x-cache"])
+    assert served == ["MISS", "HIT"]
+    assert costs[0] == costs[1] > 0
+    wait_for_used(budget_store, me["id"], sum(costs))
+
+
+# --- the inference side's reporter, alone -------------------------------------------------
+
+
+async def test_reporter_drops_rather_than_piles_up() -> None:
+    """A full queue drops reports (counted) instead of growing; an unreachable gateway
+    costs a retry, then the report is counted as failed — the client never waits."""
+    closed = f"http://127.0.0.1:{free_port()}"
+    reporter = SettlementReporter(closed, SecretStr("s"), max_pending=2, workers=1)
+    before = {o: REPORTS.labels(o)._value.get() for o in ("dropped", "failed")}
+    report = UsageSettlement(reservation="r", prompt_tokens=1, completion_tokens=1)
+    started = time.monotonic()
+    for _ in range(5):
+        reporter.submit(report)
+    assert time.monotonic() - started < 0.05  # submit never waits
+    assert REPORTS.labels("dropped")._value.get() - before["dropped"] == 3
+    await reporter.drain(timeout_s=10)
+    assert REPORTS.labels("failed")._value.get() - before["failed"] == 2
+    await reporter.aclose()
+    disabled = SettlementReporter("", SecretStr("s"))
+    disabled.submit(report)  # INFERENCE_GATEWAY_URL empty: nothing queued, nothing sent
+    assert not disabled.enabled and disabled._queue.empty()
