@@ -1,6 +1,8 @@
 """S1: streaming through gateway + inference vs the simulator directly.
 
-- TTFT: time from request to the first token chunk, sequential requests, medians compared;
+- TTFT: time from request to the first token chunk, sequential requests, medians compared
+  (also straight to the inference service, so the gateway's and the service's shares of
+  the added time can be told apart);
 - inter-chunk fidelity: the simulator emits a token every ``TOKEN_MS``; through the stack
   the gaps between arrivals must stay that size (no batching: two tokens arriving within
   a few ms of each other means something buffered them);
@@ -33,6 +35,7 @@ class S1Result:
     batched: int
     chunks: int
     queue_overhead_ms: float
+    ttft_inference_ms: float = 0.0  # straight to the inference service (no gateway)
 
 
 async def _ttft_and_gaps(
@@ -60,7 +63,7 @@ async def run_s1(sim: str, gateway: str, inference: str, headers: dict[str, str]
             "options": {"num_predict": TOKENS, "temperature": 0.7}}  # fmt: skip
     async with httpx.AsyncClient(timeout=30) as client:
         await client.post(sim + "/_sim/config", json={"token_delay_ms": TOKEN_MS})
-        direct, stack, gaps = [], [], []
+        direct, stack, service, gaps = [], [], [], []
         for i in range(rounds):
             message = {"role": "user", "content": f"hello there {i}"}
             b = {**body, "messages": [message], "stream": True}
@@ -71,11 +74,16 @@ async def run_s1(sim: str, gateway: str, inference: str, headers: dict[str, str]
             )
             stack.append(first)
             gaps += g
+            first, _ = await _ttft_and_gaps(
+                client, inference + "/inference/chat", b, service_headers, b"event: token"
+            )
+            service.append(first)
         await client.post(sim + "/_sim/config", json={"token_delay_ms": 0, "num_parallel": 4})
         overhead = await _queue_overhead(client, sim, inference, service_headers, body)
     return S1Result(
         statistics.median(direct), statistics.median(stack), statistics.mean(gaps),
         statistics.pstdev(gaps), sum(1 for g in gaps if g < TOKEN_MS / 4), len(gaps), overhead,
+        statistics.median(service),
     )  # fmt: skip
 
 

@@ -11,7 +11,15 @@ import pytest
 from tests.fixtures.processes import Spawn
 from tests.fixtures.redis import RedisServer
 
-from .conftest import Service, SimHandle, assert_problem, ident, start_inference, start_sim
+from .conftest import (
+    Service,
+    SimHandle,
+    assert_problem,
+    ident,
+    sse_events,
+    start_inference,
+    start_sim,
+)
 
 CHAT = {"model": "llama3.2", "messages": [{"role": "user", "content": "Hello there"}]}
 COOLDOWN_S = 1.0
@@ -106,3 +114,58 @@ def test_all_backends_down_is_503(stack: Stack, client: httpx.Client) -> None:
     stack.a.config(fail_mode="none")
     stack.b.config(fail_mode="none")
     time.sleep(COOLDOWN_S + 0.1)
+
+
+def test_model_whose_only_backend_is_open_is_503_not_404(
+    stack: Stack, client: httpx.Client
+) -> None:
+    httpx.post(
+        stack.b.url + "/api/pull", json={"model": "only-b:2b", "stream": False}
+    ).raise_for_status()
+    time.sleep(0.35)
+    body = {**CHAT, "model": "only-b:2b"}
+    stack.b.config(fail_mode="error_500")
+    for _ in range(2):  # threshold 2: b's breaker opens
+        assert_problem(client.post("/inference/chat", json=body), 503)
+    assert stack.backends()[stack.b.url]["breaker"] == "open"
+    resp = client.post("/inference/chat", json=body)
+    problem = assert_problem(resp, 503)  # the model exists; it is only unavailable
+    assert "only-b:2b" in problem["detail"]
+    assert 1 <= int(resp.headers["retry-after"]) <= COOLDOWN_S + 1
+    assert_problem(client.post("/inference/chat", json={**CHAT, "model": "nope:1b"}), 404)
+    stack.b.config(fail_mode="none")
+    time.sleep(COOLDOWN_S + 0.1)
+    assert client.post("/inference/chat", json=body).status_code == 200  # probe heals it
+
+
+def _pull(client: httpx.Client, model: str, **params: str) -> list[tuple[str, object]]:
+    admin = ident("inference", "admin")
+    resp = client.post(
+        "/inference/models/pull", json={"model": model}, params=params, headers=admin
+    )
+    assert resp.status_code == 200, resp.text
+    return sse_events(resp.text)
+
+
+def test_pull_goes_where_asked_else_to_the_emptiest_backend(
+    stack: Stack, client: httpx.Client
+) -> None:
+    events = _pull(client, "spread-a:1b", backend=stack.b.url)
+    assert events[-1] == ("done", {"status": "success"})
+    assert {e[1]["backend"] for e in events if e[0] == "progress"} == {stack.b.url}  # type: ignore[index]
+    time.sleep(0.35)
+    # b now holds more models than a: the default sends the next pull to a …
+    events = _pull(client, "spread-b:1b")
+    assert {e[1]["backend"] for e in events if e[0] == "progress"} == {stack.a.url}  # type: ignore[index]
+    assert stack.a.requests("/api/pull") == 1 and stack.b.requests("/api/pull") == 1
+    # … and a model a backend already has goes to one that lacks it
+    time.sleep(0.35)
+    _pull(client, "spread-a:1b")
+    assert stack.a.requests("/api/pull") == 2
+    resp = client.post(
+        "/inference/models/pull",
+        json={"model": "x:1b"},
+        params={"backend": "http://127.0.0.1:1"},
+        headers=ident("inference", "admin"),
+    )
+    assert stack.b.url in assert_problem(resp, 404)["detail"]

@@ -296,3 +296,24 @@ def test_websocket_bad_request_is_an_error_message(stack: Stack, sim: SimHandle)
         ws.send(json.dumps({**CHAT, "model": "nope"}))
         event = json.loads(ws.recv(timeout=5))
         assert event["type"] == "error" and event["problem"]["status"] == 404
+
+
+def test_websocket_second_request_while_streaming_is_refused(stack: Stack, sim: SimHandle) -> None:
+    sim.config(token_delay_ms=30)
+    with ws_connect(stack.service.ws + "/inference/ws", additional_headers=ident()) as ws:
+        ws.send(json.dumps({**CHAT, "options": {"num_predict": 8}}))
+        assert json.loads(ws.recv(timeout=5))["type"] == "token"
+        ws.send(json.dumps(CHAT))  # a second generation while the first still streams
+        events = []
+        while not events or events[-1]["type"] != "done":
+            events.append(json.loads(ws.recv(timeout=5)))
+        refusals = [e for e in events if e["type"] == "error"]
+        assert len(refusals) == 1 and refusals[0]["problem"]["status"] == 409
+        assert "One generation at a time" in refusals[0]["problem"]["detail"]
+        # the first reply went on to its end: 8 tokens in all, then usage and done
+        assert sum(e["type"] == "token" for e in events) == 7
+        assert events[-1] == {"type": "done", "done_reason": "length"}
+        ws.send(json.dumps({**CHAT, "options": {"num_predict": 2}}))  # idle again: accepted
+        event = json.loads(ws.recv(timeout=5))
+        assert event["type"] == "token", event
+    assert sim.requests("/api/chat") == 2

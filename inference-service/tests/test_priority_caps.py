@@ -1,4 +1,5 @@
-"""A caller's queue priority is capped by its tier (from the gateway-signed identity)."""
+"""A caller's queue priority is capped by its own max_priority (an admin override the
+gateway signs), else by its tier (from the gateway-signed identity)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,21 @@ from inference_service.services.admission import PriorityRequest, parse_priority
 from switchboard_common.identity import Principal
 
 
-def principal(tier: str = "free", role: str = "user") -> Principal:
-    return Principal(sub="1", username="u", scope=["inference"], tier=tier, role=role)
+def principal(
+    tier: str = "free",
+    role: str = "user",
+    max_priority: int | None = None,
+    priority: int | None = None,
+) -> Principal:
+    return Principal(
+        sub="1",
+        username="u",
+        scope=["inference"],
+        tier=tier,
+        role=role,
+        max_priority=max_priority,
+        priority=priority,
+    )
 
 
 @pytest.mark.parametrize(
@@ -42,3 +56,22 @@ def test_caps_are_validated() -> None:
 
 def test_uncapped_request_keeps_the_full_range() -> None:
     assert PriorityRequest(requested=9).resolve(None) == 9
+
+
+@pytest.mark.parametrize(
+    ("who", "asked", "body", "got"),
+    [
+        (principal("free", max_priority=8), "9", None, 8),  # the override replaces the tier cap
+        (principal("pro", max_priority=2), "9", None, 2),
+        (principal("pro", max_priority=2), None, 9, 2),  # the body field too
+        (principal("free", role="admin", max_priority=3), "9", None, 3),
+        (principal("free", max_priority=0), None, None, 0),  # the default is capped as well
+        (principal("free", priority=2), None, None, 2),  # an API key's priority: the default
+        (principal("free", priority=9), None, None, 6),  # …capped by the tier
+        (principal("free", priority=2), "4", None, 4),  # …an explicit ask wins
+    ],
+)
+def test_the_principals_own_cap_and_default_win(
+    who: Principal, asked: str | None, body: int | None, got: int
+) -> None:
+    assert header_priority(who, Settings(), asked).resolve(body) == got

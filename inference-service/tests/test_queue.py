@@ -328,3 +328,37 @@ async def _admit_once(
 
 async def _eq(value: Any, expected: Any) -> bool:
     return bool(await value == expected)
+
+
+async def test_a_release_wakes_only_waiters_that_can_be_admitted(make_queue: MakeQueue) -> None:
+    # poll fallback far away: every admission below comes from a release wake-up
+    queue = make_queue(poll_interval_s=5.0)
+    await queue.start()
+    polls = 0
+    real_poll = queue._call_poll
+
+    async def counting_poll(*args: Any) -> tuple[int, int]:
+        nonlocal polls
+        polls += 1
+        return await real_poll(*args)
+
+    queue._call_poll = counting_poll  # type: ignore[method-assign]
+    holder = await held(queue)
+    order: list[int] = []
+
+    async def one(i: int) -> None:
+        async with queue.admit(B, M, 5):  # no on_position: nobody watches its place
+            order.append(i)
+            await asyncio.sleep(0.01)
+
+    waiters = []
+    for i in range(8):
+        waiters.append(asyncio.create_task(one(i)))
+        await until(lambda n=i + 1: _eq(waiting(queue), n))  # type: ignore[misc]
+    await holder.release()
+    await asyncio.wait_for(asyncio.gather(*waiters), 4)  # handed on at once, in order
+    assert order == list(range(8))
+    # every waiter polling on every release message (the herd) made 64 polls here; now
+    # only waiters with no more waiters ahead than releases seen poll (32: scripts also
+    # publish on each admission, which counts as a release)
+    assert polls <= 40, polls

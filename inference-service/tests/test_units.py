@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -170,3 +170,39 @@ async def test_json_completer_is_a_review_backend(
     text = await completer.complete_json("llama3.2", "You review code.", "x = 1", schema)
     assert text.startswith("{") and '"ok"' in text
     assert ledger.records[0][0] == "service:code-analysis"
+
+
+def test_no_route_dependency_runs_in_the_thread_pool() -> None:
+    """FastAPI runs a plain ``def`` dependency or endpoint in a worker thread; on the
+    streaming path those hops cost milliseconds of time to first token under load
+    (docs/queue.md#latency), so every one of the service's own must be ``async def``."""
+    import inspect
+
+    from fastapi.routing import APIRoute
+
+    from inference_service.config import Settings
+    from inference_service.main import create_app
+
+    def calls(dependant: Any) -> Iterator[Any]:
+        yield dependant.call
+        for sub in dependant.dependencies:
+            yield from calls(sub)
+
+    def api_routes(routes: list[Any]) -> Iterator[APIRoute]:
+        for route in routes:
+            if isinstance(route, APIRoute):
+                yield route
+            elif (included := getattr(route, "original_router", None)) is not None:
+                yield from api_routes(included.routes)  # an included router
+
+    prefixes = ("/inference", "/v1", "/api", "/code")
+    routes = list(api_routes(create_app(Settings()).routes))
+    sync = {
+        f"{route.path}: {call.__qualname__}"
+        for route in routes
+        if route.path.startswith(prefixes)
+        for call in calls(route.dependant)
+        if inspect.isfunction(call) and not inspect.iscoroutinefunction(call)
+    }
+    assert len(routes) > 20
+    assert not sync

@@ -49,6 +49,29 @@ def oll(stack: Stack, headers: dict[str, str]) -> ollama.Client:
 # --- OpenAI -----------------------------------------------------------------------------
 
 
+def _disconnect_after_first_token(stack: Stack, path: str, body: dict[str, object]) -> None:
+    """Stream ``body`` to ``path``, hang up after the first token; the simulator must see it."""
+    stack.sim.config(token_delay_ms=50)
+    with httpx.Client(base_url=stack.service.url, headers=ident(), timeout=10) as client:
+        with client.stream("POST", path, json=body) as resp:
+            assert resp.status_code == 200
+            for line in resp.iter_lines():
+                if '"content":"' in line.replace(" ", "") and '"content":""' not in line:
+                    break
+    stack.sim.wait_stats(lambda s: s["cancelled"] == 1)
+    assert stack.sim.stats()["completed"] == 0
+
+
+def test_openai_stream_disconnect_cancels_upstream(stack: Stack, headers: dict[str, str]) -> None:
+    body = {"model": "llama3.2", "messages": MESSAGES, "stream": True}
+    _disconnect_after_first_token(stack, "/v1/chat/completions", body)
+
+
+def test_ollama_stream_disconnect_cancels_upstream(stack: Stack, headers: dict[str, str]) -> None:
+    body = {"model": "llama3.2", "messages": MESSAGES, "stream": True}
+    _disconnect_after_first_token(stack, "/api/chat", body)
+
+
 def test_openai_chat(oai: openai.OpenAI) -> None:
     result = oai.chat.completions.create(model="llama3.2", messages=MESSAGES)  # type: ignore[arg-type]
     text = result.choices[0].message.content or ""

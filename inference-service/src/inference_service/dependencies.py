@@ -1,4 +1,11 @@
-"""Named dependencies for the inference service's routes."""
+"""Named dependencies for the inference service's routes.
+
+Every dependency here is ``async def`` although none awaits anything: FastAPI runs a plain
+``def`` dependency in the thread pool, and on the streaming path those hops were the
+largest part of the service's added time to first token — each one wakes a worker
+thread, and under CPU contention the event loop then waits for the GIL (up to the 5 ms
+switch interval) whenever it makes a syscall (docs/queue.md#latency).
+"""
 
 from typing import Annotated
 
@@ -14,7 +21,7 @@ from inference_service.services.usage import UsageLedger
 from switchboard_common.identity import Principal, require_scopes
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -22,7 +29,7 @@ def get_settings(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def get_redis(request: Request) -> Redis:
+async def get_redis(request: Request) -> Redis:
     redis: Redis = request.app.state.redis
     return redis
 
@@ -30,7 +37,7 @@ def get_redis(request: Request) -> Redis:
 RedisDep = Annotated[Redis, Depends(get_redis)]
 
 
-def get_pool(request: Request) -> BackendPool:
+async def get_pool(request: Request) -> BackendPool:
     pool: BackendPool = request.app.state.backend_pool
     return pool
 
@@ -38,7 +45,7 @@ def get_pool(request: Request) -> BackendPool:
 PoolDep = Annotated[BackendPool, Depends(get_pool)]
 
 
-def get_admission(request: Request) -> AdmissionGate:
+async def get_admission(request: Request) -> AdmissionGate:
     """The admission gate on ``app.state.admission`` (the queue replaces the default)."""
     gate: AdmissionGate = request.app.state.admission
     return gate
@@ -47,7 +54,7 @@ def get_admission(request: Request) -> AdmissionGate:
 AdmissionDep = Annotated[AdmissionGate, Depends(get_admission)]
 
 
-def get_ledger(redis: RedisDep, settings: SettingsDep) -> UsageLedger:
+async def get_ledger(redis: RedisDep, settings: SettingsDep) -> UsageLedger:
     return UsageLedger(redis, settings.usage_retention_days)
 
 
@@ -68,7 +75,7 @@ def inference_for(app: FastAPI) -> InferenceService:
     )
 
 
-def get_inference(request: Request) -> InferenceService:
+async def get_inference(request: Request) -> InferenceService:
     return inference_for(request.app)
 
 
@@ -80,13 +87,25 @@ def header_priority(
     settings: SettingsDep,
     x_priority: Annotated[str | None, Header()] = None,
 ) -> PriorityRequest:
-    """The ``X-Priority`` the caller asked for (0..9, None when absent) and the cap of its
-    tier, taken from the gateway-signed identity: a free user cannot jump the queue."""
+    """The ``X-Priority`` the caller asked for (0..9, None when absent) and its cap (its
+    max_priority, else its tier's), taken from the gateway-signed identity: a free user
+    cannot jump the queue."""
     requested = None if x_priority is None else clamp_priority(x_priority)
-    return PriorityRequest(requested, settings.priority_cap(principal.tier, principal.role))
+    tier_cap = settings.priority_cap(principal.tier, principal.role)
+    return PriorityRequest.for_principal(principal, requested, tier_cap)
 
 
-HeaderPriority = Annotated[PriorityRequest, Depends(header_priority)]
+async def _header_priority_dep(
+    principal: Annotated[Principal, require_scopes("inference")],
+    settings: SettingsDep,
+    x_priority: Annotated[str | None, Header()] = None,
+) -> PriorityRequest:
+    # the async twin of ``header_priority`` (kept a plain function for direct calls):
+    # a sync dependency would cost a thread-pool hop per request (see the module docstring)
+    return header_priority(principal, settings, x_priority)
+
+
+HeaderPriority = Annotated[PriorityRequest, Depends(_header_priority_dep)]
 
 InferenceUser = Annotated[Principal, require_scopes("inference")]
 AdminUser = Annotated[Principal, require_scopes("inference", "admin")]

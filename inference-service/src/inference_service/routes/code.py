@@ -25,7 +25,7 @@ from switchboard_common.identity import Principal, require_scopes
 router = APIRouter(prefix="/code", tags=["code"])
 
 
-def get_review_backend(request: Request) -> ReviewBackend | None:
+async def get_review_backend(request: Request) -> ReviewBackend | None:
     """``app.state.review_backend``, or None when the app has no model backend."""
     backend: ReviewBackend | None = getattr(request.app.state, "review_backend", None)
     return backend
@@ -34,7 +34,9 @@ def get_review_backend(request: Request) -> ReviewBackend | None:
 ReviewBackendDep = Annotated[ReviewBackend | None, Depends(get_review_backend)]
 
 
-def get_code_analysis_service(request: Request, backend: ReviewBackendDep) -> CodeAnalysisService:
+async def get_code_analysis_service(
+    request: Request, backend: ReviewBackendDep
+) -> CodeAnalysisService:
     """The service, with the size limit from settings (``code_max_bytes``) when defined."""
     limit = getattr(request.app.state.settings, "code_max_bytes", DEFAULT_MAX_CODE_BYTES)
     return CodeAnalysisService(

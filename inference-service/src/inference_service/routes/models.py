@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
 
 from inference_service.core.sse import SSE_HEADERS, error_problem, sse
@@ -31,10 +31,22 @@ async def loaded_models(_: InferenceUser, pool: PoolDep) -> dict[str, Any]:
 @router.post(
     "/pull",
     summary="Pull a model (SSE progress events; admin)",
-    responses=problem_responses(401, 403, 503),
+    responses=problem_responses(401, 403, 404, 503),
 )
-async def pull_model(body: PullRequest, _: AdminUser, pool: PoolDep) -> StreamingResponse:
-    progress = await prime(ModelCatalog(pool).pull(body.model))
+async def pull_model(
+    body: PullRequest,
+    _: AdminUser,
+    pool: PoolDep,
+    backend: Annotated[
+        str | None,
+        Query(
+            description="Base URL of the backend to pull onto (as in GET "
+            "/inference/backends); default: the healthy backend that lacks the model and "
+            "holds the fewest models."
+        ),
+    ] = None,
+) -> StreamingResponse:
+    progress = await prime(ModelCatalog(pool).pull(body.model, backend))
 
     async def frames() -> AsyncIterator[bytes]:
         try:

@@ -12,7 +12,7 @@ from switchboard_common.identity import Principal, require_scopes
 router = APIRouter(prefix="/inference", tags=["inference"])
 
 
-def get_admission_queue(request: Request) -> RedisAdmissionQueue:
+async def get_admission_queue(request: Request) -> RedisAdmissionQueue:
     """The Redis queue the lifespan put on ``app.state.admission`` (503 if there is none)."""
     gate = getattr(request.app.state, "admission", None)
     if not isinstance(gate, RedisAdmissionQueue):

@@ -3,9 +3,13 @@
 The client sends a chat request (the ``/inference/chat`` body) as JSON; the server answers
 with ``{"type": "queued"|"token"|"usage"|"done"|"error", …}`` messages. While a reply is
 streaming the client may send ``{"type": "cancel"}``: the upstream generation is cancelled
-and ``{"type": "done", "done_reason": "cancelled"}`` follows. One request at a time per
-socket; send the next one after ``done``/``error``. Identity: the gateway-signed headers of
-the handshake (no identity / no ``inference`` scope → the handshake is refused).
+and ``{"type": "done", "done_reason": "cancelled"}`` follows. One generation at a time per
+socket: a request sent while a reply is streaming is refused with an ``error`` message
+whose problem has status 409 (the reply in progress goes on; cancel it first, or send the
+request after ``done``/``error``). Refusing rather than queueing keeps each socket's events
+unambiguous (they carry no request id) and stops a client from stacking up generations
+that its priority and the admission queue would not give it. Identity: the gateway-signed
+headers of the handshake (no identity / no ``inference`` scope → the handshake is refused).
 """
 
 from __future__ import annotations
@@ -35,6 +39,10 @@ from switchboard_common.identity import (
 
 router = APIRouter(tags=["inference"])
 POLICY_VIOLATION = 1008
+BUSY_DETAIL = (
+    "One generation at a time per socket: this request was not started. Wait for 'done', "
+    'or send {"type": "cancel"} first.'
+)
 
 
 def _principal(websocket: WebSocket) -> Principal | None:
@@ -49,16 +57,23 @@ def _principal(websocket: WebSocket) -> Principal | None:
     return principal if principal.has_scope("inference") else None
 
 
-async def _pump(websocket: WebSocket, service: InferenceService, gen: Generation) -> None:
+async def _pump(
+    websocket: WebSocket, service: InferenceService, gen: Generation, ended: asyncio.Event
+) -> None:
+    """Send a generation's events; ``ended`` is set once its last one (done/error) went out
+    — from then on the socket takes the next request, even while its slot is released."""
     async for name, data in native_events(with_positions(lambda cb: service.stream(gen, cb))):
         await websocket.send_json(ws_message(name, data))
+        if name in ("done", "error"):
+            ended.set()
 
 
 def _priority(websocket: WebSocket, principal: Principal) -> PriorityRequest:
     """The handshake's ``X-Priority`` header, clamped, and the caller's tier cap."""
     raw = websocket.headers.get("x-priority")
     settings: Settings = websocket.app.state.settings
-    return PriorityRequest(
+    return PriorityRequest.for_principal(
+        principal,
         None if raw is None else clamp_priority(raw),
         settings.priority_cap(principal.tier, principal.role),
     )
@@ -74,10 +89,14 @@ async def chat_socket(websocket: WebSocket) -> None:
     service = inference_for(websocket.app)
     receiver: asyncio.Task[Any] = asyncio.create_task(websocket.receive_json())
     pump: asyncio.Task[None] | None = None
+    pending: Any = None  # a message that arrived as the previous reply was winding down
     try:
         while True:
-            message = await receiver
-            receiver = asyncio.create_task(websocket.receive_json())
+            if pending is None:
+                message = await receiver
+                receiver = asyncio.create_task(websocket.receive_json())
+            else:
+                message, pending = pending, None
             if not isinstance(message, dict) or message.get("type") == "cancel":
                 continue
             try:
@@ -90,18 +109,25 @@ async def chat_socket(websocket: WebSocket) -> None:
                 await websocket.send_json(ws_message("error", problem))
                 continue
             gen = chat_generation(request, principal.sub, _priority(websocket, principal))
-            pump = asyncio.create_task(_pump(websocket, service, gen))
+            ended = asyncio.Event()
+            pump = asyncio.create_task(_pump(websocket, service, gen, ended))
             while not pump.done():
                 await asyncio.wait({pump, receiver}, return_when=asyncio.FIRST_COMPLETED)
                 if pump.done() or not receiver.done():
                     continue
                 incoming = receiver.result()
                 receiver = asyncio.create_task(websocket.receive_json())
-                if isinstance(incoming, dict) and incoming.get("type") == "cancel":
+                if ended.is_set():  # the client saw done/error: this is its next message
+                    pending = incoming
+                    await asyncio.wait({pump})
+                elif isinstance(incoming, dict) and incoming.get("type") == "cancel":
                     pump.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await pump
                     await websocket.send_json({"type": "done", "done_reason": "cancelled"})
+                else:
+                    busy = problem_body(409, detail=BUSY_DETAIL)
+                    await websocket.send_json(ws_message("error", busy))
             if not pump.cancelled():
                 pump.result()
     except (WebSocketDisconnect, RuntimeError, ValueError):

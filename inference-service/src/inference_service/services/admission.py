@@ -24,6 +24,8 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
+from switchboard_common.identity import Principal
+
 PositionCallback = Callable[[int], Awaitable[None]]
 MIN_PRIORITY, MAX_PRIORITY, DEFAULT_PRIORITY = 0, 9, 5
 
@@ -41,15 +43,35 @@ def clamp_priority(value: int | str | None, default: int = DEFAULT_PRIORITY) -> 
 
 @dataclass(frozen=True, slots=True)
 class PriorityRequest:
-    """What a caller asked for (``X-Priority``, or None) and the most its tier may use."""
+    """What a caller asked for (``X-Priority``, or None), the most it may use, and what it
+    gets when it asks for nothing.
+
+    Through the gateway, ``X-Priority`` is always present: the gateway computed it (the
+    client's ask, else the API key's priority, else the tier's default, capped). The cap
+    here is defence in depth, and the only cap for a body ``priority`` field.
+    """
 
     requested: int | None = None
     cap: int = MAX_PRIORITY
+    default: int = DEFAULT_PRIORITY
 
     def resolve(self, body_priority: int | None) -> int:
-        """The body field wins over the header; the tier's cap always applies."""
-        wanted = clamp_priority(body_priority if body_priority is not None else self.requested)
+        """The body field wins over the header; the cap always applies."""
+        wanted = clamp_priority(
+            body_priority if body_priority is not None else self.requested, self.default
+        )
         return min(wanted, self.cap)
+
+    @classmethod
+    def for_principal(
+        cls, principal: Principal, requested: int | None, tier_cap: int
+    ) -> PriorityRequest:
+        """Capped by the principal's own ``max_priority`` (an admin override the gateway
+        signed) when it has one, else by ``tier_cap`` (``INFERENCE_PRIORITY_CAPS``); an API
+        key's ``priority`` is the default when nothing is asked."""
+        cap = principal.max_priority if principal.max_priority is not None else tier_cap
+        default = principal.priority if principal.priority is not None else DEFAULT_PRIORITY
+        return cls(requested, cap, min(default, cap))
 
 
 def parse_priority_caps(text: str) -> dict[str, int]:

@@ -6,18 +6,22 @@
   ``threshold`` consecutive unavailability failures open it; while open the backend gets no
   traffic; after ``cooldown_s`` one half-open probe request is let through — success closes
   the breaker, failure opens it again.
+* A model known only on backends that are unavailable right now (open breaker, or its
+  model list could not be fetched) is a 503 with ``Retry-After`` — it exists, it cannot be
+  served yet — never a 404 (``Backend.known`` keeps the last list that was fetched).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from inference_service.services.errors import ModelNotFound, OllamaUnavailable
+from inference_service.services.errors import BackendNotFound, ModelNotFound, OllamaUnavailable
 from inference_service.services.ollama import OllamaClient
 
 
@@ -54,6 +58,13 @@ class CircuitBreaker:
             return True
         return False
 
+    def retry_after_s(self) -> int:
+        """Whole seconds until an open breaker lets a probe through (at least 1)."""
+        if self.opened_at is None:
+            return 1
+        remaining = self.cooldown_s - (time.monotonic() - self.opened_at)
+        return max(1, math.ceil(remaining))
+
     def success(self) -> None:
         self.failures, self.opened_at, self.probing = 0, None, False
 
@@ -74,6 +85,7 @@ class Backend:
     fetched_at: float = float("-inf")
     contexts: dict[str, int] = field(default_factory=dict)
     in_flight: int = 0
+    known: frozenset[str] = frozenset()  # normalised names of the last fetched list
 
     @property
     def name(self) -> str:
@@ -82,6 +94,10 @@ class Backend:
     def has(self, model: str) -> bool:
         wanted = normalize_model(model)
         return any(normalize_model(str(m.get("name", ""))) == wanted for m in self.models)
+
+    def had(self, model: str) -> bool:
+        """Was ``model`` on this backend when its list was last fetched successfully?"""
+        return normalize_model(model) in self.known
 
 
 class BackendPool:
@@ -94,7 +110,7 @@ class BackendPool:
 
     async def refresh(self, backend: Backend, *, force: bool = False) -> None:
         """Reload the backend's model list when stale (failures feed its breaker)."""
-        if not force and time.monotonic() - backend.fetched_at < self.refresh_s:
+        if not force and not self._stale(backend):
             return
         try:
             backend.models = await backend.client.list_models()
@@ -103,15 +119,21 @@ class BackendPool:
             backend.models, backend.fetched_at = [], float("-inf")
             return
         backend.fetched_at = time.monotonic()
+        backend.known = frozenset(normalize_model(str(m.get("name", ""))) for m in backend.models)
 
     def invalidate(self) -> None:
         """Forget every cached model list (after pull/delete)."""
         for backend in self.backends:
             backend.fetched_at = float("-inf")
 
+    def _stale(self, backend: Backend) -> bool:
+        return time.monotonic() - backend.fetched_at >= self.refresh_s
+
     async def _candidates(self) -> list[Backend]:
         usable = [b for b in self.backends if b.breaker.state != "open"]
-        await asyncio.gather(*(self.refresh(b) for b in usable))
+        stale = [b for b in usable if self._stale(b)]
+        if stale:  # gather() makes a task per call: not on every request's path
+            await asyncio.gather(*(self.refresh(b) for b in stale))
         return [b for b in usable if b.fetched_at > float("-inf")]
 
     async def available_models(self) -> list[str]:
@@ -132,10 +154,11 @@ class BackendPool:
         ``exclude`` names backends that already failed this request (failover).
         """
         candidates = [b for b in await self._candidates() if b.name not in exclude]
-        if not candidates:
-            raise OllamaUnavailable("No model backend is reachable; try again shortly.")
         having = [b for b in candidates if b.has(model)]
         if not having:
+            self._raise_unavailable_model(model, candidates, exclude)
+            if not candidates:
+                raise OllamaUnavailable("No model backend is reachable; try again shortly.")
             names = sorted({str(m["name"]) for b in candidates for m in b.models})
             raise ModelNotFound(model, names)
         for backend in sorted(having, key=lambda b: b.in_flight):
@@ -143,8 +166,50 @@ class BackendPool:
                 return backend
         raise OllamaUnavailable("Every backend with this model is cooling down.", retry_after=5)
 
+    def _raise_unavailable_model(
+        self, model: str, reachable: list[Backend], exclude: frozenset[str]
+    ) -> None:
+        """503 + Retry-After when ``model`` lives only on backends that are down right now."""
+        down = [
+            b
+            for b in self.backends
+            if b not in reachable and b.name not in exclude and b.had(model)
+        ]
+        if down:
+            wait = min(b.breaker.retry_after_s() for b in down)
+            raise OllamaUnavailable(
+                f"Model '{model}' exists but every backend that has it is unavailable right "
+                "now; try again shortly.",
+                retry_after=wait,
+            )
+
+    async def pull_target(self, model: str, name: str | None = None) -> Backend:
+        """Where a pull of ``model`` goes: backend ``name`` (its URL) when given, else the
+        healthy backend that lacks the model and holds the fewest models — pulls spread the
+        catalogue instead of piling every model onto the first backend.
+
+        An unknown ``name`` is a 404 naming the backends; an unavailable one is a 503.
+        """
+        if name is not None:
+            wanted = name.rstrip("/")
+            chosen = next((b for b in self.backends if b.name == wanted), None)
+            if chosen is None:
+                raise BackendNotFound(wanted, [b.name for b in self.backends])
+            if chosen.breaker.state == "open":
+                raise OllamaUnavailable(
+                    f"Backend {wanted} is cooling down after failures; try again shortly.",
+                    retry_after=chosen.breaker.retry_after_s(),
+                )
+            return chosen
+        candidates = await self._candidates()
+        ranked = sorted(candidates, key=lambda b: (b.has(model), len(b.models)))
+        for backend in ranked:  # sorted() is stable: equal backends keep configured order
+            if backend.breaker.allow():
+                return backend
+        raise OllamaUnavailable("No model backend is reachable; try again shortly.")
+
     async def any_backend(self) -> Backend:
-        """A healthy backend for calls that need no particular model (version, pull)."""
+        """A healthy backend for calls that need no particular model (version)."""
         for backend in self.backends:
             if backend.breaker.state != "open" and backend.breaker.allow():
                 return backend

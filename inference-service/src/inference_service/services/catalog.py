@@ -37,9 +37,9 @@ class ModelCatalog:
             out += [{**entry, "backend": backend.name} for entry in result]
         return out
 
-    async def pull(self, model: str) -> AsyncIterator[JsonDict]:
-        """Progress dicts of pulling ``model`` onto the first healthy backend."""
-        backend = await self.pool.any_backend()
+    async def pull(self, model: str, backend_name: str | None = None) -> AsyncIterator[JsonDict]:
+        """Progress dicts of pulling ``model`` (onto ``BackendPool.pull_target``'s choice)."""
+        backend = await self.pool.pull_target(model, backend_name)
         try:
             async with self.pool.use(backend):
                 async for progress in backend.client.pull(model):

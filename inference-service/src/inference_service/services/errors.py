@@ -5,6 +5,7 @@ Exception tree (every Ollama/httpx failure becomes one of these, ``raise … fro
     ProblemError (switchboard_common)
     └── OllamaError                502  base of every upstream failure
         ├── ModelNotFound          404  unknown model; ``available_models`` lists the known
+        ├── BackendNotFound        404  ``?backend=`` names no configured backend
         ├── OllamaBadRequest       422  Ollama refused the request (400: bad option, …)
         ├── OllamaUnavailable      503  connect error / 5xx / busy after retries; Retry-After
         └── UpstreamStreamError    502  failure after streaming began ({"error"} line, drop)
@@ -35,6 +36,19 @@ class ModelNotFound(OllamaError):
         super().__init__(
             f"Model '{model}' not found. Available models: {names}.",
             available_models=available,
+            **kw,
+        )
+
+
+class BackendNotFound(OllamaError):
+    """A request named a backend (``?backend=``) that is not configured."""
+
+    status, slug, title = 404, "not-found", "Not Found"
+
+    def __init__(self, backend: str, backends: list[str], **kw: Any) -> None:
+        super().__init__(
+            f"No backend {backend}. Backends: {', '.join(backends) or 'none'}.",
+            backends=backends,
             **kw,
         )
 

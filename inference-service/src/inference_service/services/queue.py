@@ -20,8 +20,13 @@ Algorithm (the Lua side is documented in ``queue_scripts.py``):
    ``<prefix>:released`` (one pub/sub listener per process) or ``poll_interval_s`` passes,
    then runs ``POLL``: the best ``free`` waiters (rank < free slots) take a slot, others
    learn their 1-based position (→ ``on_position`` when it changed) and refresh their
-   heartbeat. A waiter whose replica died stops heartbeating and is purged after
-   ``waiter_ttl_s``. After ``wait_timeout_s`` → :class:`QueueWaitTimeout`.
+   heartbeat. A waiter nobody watches (no ``on_position``: a non-streamed request) skips
+   the ``POLL`` on a wake-up while fewer releases than waiters ahead of it have happened —
+   it cannot be admitted yet — so a release no longer sends every waiter to Redis at once
+   (at saturation that herd was most of the queue's overhead); it still polls at least
+   every ``poll_interval_s``, so heartbeats and positions stay fresh. A waiter whose
+   replica died stops heartbeating and is purged after ``waiter_ttl_s``. After
+   ``wait_timeout_s`` → :class:`QueueWaitTimeout`.
 4. **Leave.** Exiting the context — normally, by exception, or by cancellation while
    waiting or holding — runs ``ABANDON`` in a shielded task, so a client that disconnects
    frees its place or slot at once.
@@ -143,6 +148,8 @@ class RedisAdmissionQueue:
         started = time.monotonic()
         deadline = started + s.wait_timeout_s
         wake = self.notifier.event(keys.name)
+        seen = self.notifier.releases(keys.name)
+        last_poll = started
         waiting_gauge = self.metrics.waiting.labels(backend)
         waiting_gauge.inc()
         try:
@@ -172,6 +179,14 @@ class RedisAdmissionQueue:
                 with suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), timeout=min(pause, remaining))
                 wake = self.notifier.event(keys.name)
+                releases = self.notifier.releases(keys.name)
+                if (
+                    on_position is None
+                    and releases - seen < position - 1
+                    and time.monotonic() - last_poll < s.poll_interval_s
+                ):
+                    continue  # position - 1 waiters are still ahead: no slot for us yet
+                seen, last_poll = releases, time.monotonic()
                 status, position = await self._call_poll(keys, priority, holder_id)
                 if status == -2:  # purged (heartbeat lapsed): rejoin at the same place
                     status, position, _ = await self._call_enqueue(keys, priority, holder_id, score)
@@ -265,7 +280,7 @@ class RedisAdmissionQueue:
             )
         except RedisError as exc:
             logger.warning("queue release of %s failed (lease will expire): %s", keys.name, exc)
-        self.notifier.wake(keys.name)
+        self.notifier.wake(keys.name, count=False)
 
     @staticmethod
     def _spawn(

@@ -6,6 +6,10 @@ slot or a place in the queue frees up. :class:`ReleaseNotifier` turns each messa
 and waits on it afterwards, so a release that lands between the poll and the wait is not
 missed: the message sets the old event and installs a fresh one for the next round.
 
+Each wake-up is also counted per queue (:meth:`ReleaseNotifier.releases`): a waiter that
+was ``n``-th in line cannot be admitted before ``n - 1`` more releases, so it may skip the
+Redis round trip on earlier wake-ups (see ``RedisAdmissionQueue._wait_for_slot``).
+
 Pub/sub is only an accelerator: if the listener is down (Redis restarting) waiters fall
 back to polling, and the listener reconnects with a capped backoff.
 """
@@ -29,6 +33,7 @@ class ReleaseNotifier:
         self.redis = redis
         self.channel = channel
         self._events: dict[str, asyncio.Event] = {}
+        self._releases: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
 
@@ -39,8 +44,16 @@ class ReleaseNotifier:
             current = self._events[name] = asyncio.Event()
         return current
 
-    def wake(self, name: str) -> None:
-        """Wake every local waiter of queue ``name`` (also called for local releases)."""
+    def releases(self, name: str) -> int:
+        """How many release messages queue ``name`` has had. Scripts also publish when a
+        waiter is admitted (positions moved): an over-count only costs an early poll."""
+        return self._releases.get(name, 0)
+
+    def wake(self, name: str, *, count: bool = True) -> None:
+        """Wake every local waiter of queue ``name``. A local release wakes them at once
+        with ``count=False``: its pub/sub message follows and is the one counted."""
+        if count:
+            self._releases[name] = self._releases.get(name, 0) + 1
         current = self._events.pop(name, None)
         if current is not None:
             current.set()

@@ -10,7 +10,7 @@ from inference_service.services.inference import Generation
 from inference_service.services.response_cache import CacheDirective
 
 
-def cache_directive(
+async def cache_directive(
     cache_control: Annotated[
         str | None,
         Header(
