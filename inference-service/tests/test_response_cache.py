@@ -204,7 +204,7 @@ def test_non_deterministic_requests_are_never_cached(client: httpx.Client, stack
     for body in (chat({"temperature": 0.7}), chat()):
         for _ in range(2):
             resp = client.post("/inference/chat", json=body)
-            assert resp.headers["x-cache"] == "MISS"
+            assert resp.headers["x-cache"] == "BYPASS"
     assert stack.sim.requests("/api/chat") == 4
 
 
@@ -212,7 +212,7 @@ def test_no_store_bypasses_and_no_cache_refreshes(client: httpx.Client, stack: S
     body = chat({"seed": 11})
     for _ in range(2):
         resp = client.post("/inference/chat", json=body, headers={"Cache-Control": "no-store"})
-        assert resp.headers["x-cache"] == "MISS"
+        assert resp.headers["x-cache"] == "BYPASS"
     assert client.post("/inference/chat", json=body).headers["x-cache"] == "MISS"  # stores
     refreshed = client.post("/inference/chat", json=body, headers={"Cache-Control": "no-cache"})
     assert refreshed.headers["x-cache"] == "MISS"

@@ -39,7 +39,7 @@ class Generation:
     user: str
     priority: int = 5
     cache: CacheDirective = field(default_factory=CacheDirective)
-    cache_status: CacheStatus = "MISS"  # set by InferenceService: HIT when served from cache
+    cache_status: CacheStatus = "MISS"  # set by InferenceService: HIT / MISS / BYPASS
 
     @property
     def model(self) -> str:
@@ -110,7 +110,8 @@ class InferenceService:
     async def _lookup(self, gen: Generation) -> Lookup:
         """The response-cache outcome (sets ``gen.cache_status``)."""
         if self.cache is None:
-            return Lookup()
+            gen.cache_status = "BYPASS"
+            return Lookup("BYPASS")
         self._check_size(prompt_bytes(gen.body))
         lookup = await self.cache.lookup(self.pool, gen.kind, gen.body, gen.cache)
         gen.cache_status = lookup.status

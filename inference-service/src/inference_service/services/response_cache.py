@@ -44,7 +44,7 @@ IGNORED_FIELDS = frozenset({"model", "stream", "keep_alive", "priority"})
 NOT_ANSWERS = frozenset({"load", "unload"})  # empty-prompt load/unload, not a completion
 PLAIN_MESSAGE_KEYS = frozenset({"role", "content"})
 
-CacheStatus = Literal["HIT", "MISS"]
+CacheStatus = Literal["HIT", "MISS", "BYPASS"]
 JsonDict = dict[str, Any]
 
 CACHE_EVENTS = Counter(
@@ -239,7 +239,7 @@ class ResponseCache:
         """Look the request up (when allowed); a miss carries a recorder when storable."""
         if not is_deterministic(body) or not (directive.lookup or directive.store):
             CACHE_EVENTS.labels("bypass").inc()
-            return Lookup()
+            return Lookup("BYPASS")  # X-Cache: BYPASS: neither looked up nor stored
         digest = await model_digest(pool, str(body["model"]))
         if digest is None:  # unknown model or no backend: the normal path reports it
             return Lookup()

@@ -26,5 +26,7 @@ CacheControl = Annotated[CacheDirective, Depends(cache_directive)]
 
 
 def x_cache(gen: Generation) -> dict[str, str]:
-    """``X-Cache: HIT`` when the answer came from the response cache, else ``MISS``."""
+    """``X-Cache``: ``HIT`` when the answer came from the response cache, ``MISS`` when it
+    was looked up (or refreshed) and may be stored, ``BYPASS`` when the request is not
+    cacheable (not deterministic, or ``Cache-Control: no-store``)."""
     return {"X-Cache": gen.cache_status}
