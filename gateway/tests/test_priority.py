@@ -13,6 +13,7 @@ from gateway.config import Settings
 from gateway.core.limits import LimitPolicy
 from gateway.core.priority import InvalidPriority, PriorityPolicy, requested_priority
 from gateway.core.security import Decision
+from gateway.core.token_limits import TokenLimitPolicy
 from gateway.models.limits import Limit
 from gateway.models.priority import parse_priority_map
 from switchboard_common.identity import Principal
@@ -143,3 +144,20 @@ def test_rate_limit_override_replaces_the_tier_limit() -> None:
     # admins are not limited, whatever their override says
     admin = who("free", role="admin", rate_limit="1/minute")
     assert policy.for_request(scope, "inference", admin) is None
+
+
+def test_a_tier_listed_as_unlimited_is_not_the_default() -> None:
+    """``pro=0`` makes pro unlimited; it must not fall back to ``default`` like an unlisted
+    tier (which is what happened when unlimited entries were dropped while parsing)."""
+    policy = LimitPolicy(Settings(rate_limits="default=100/minute,pro=0"))
+    scope = {"type": "http", "client": ("127.0.0.1", 1)}
+    assert policy.for_request(scope, "inference", who("pro")) is None
+    assert policy.for_request(scope, "inference", who("team")) == (
+        "u:u1:inference",
+        Limit(100, 60),
+    )
+    tokens = TokenLimitPolicy(Settings(token_limits="default=1000/minute,pro=none"))
+    chat = {"type": "http", "method": "POST", "path": "/inference/chat", "headers": []}
+    assert tokens.for_request(chat, who("pro")) is None
+    rule = tokens.for_request(chat, who("free"))
+    assert rule is not None and rule.limit == Limit(1000, 60)

@@ -25,6 +25,7 @@ def test_parse_limits() -> None:
     assert parse_limits("free=60/minute, pro=600/min,admin=0") == {
         "free": Limit(60, 60),
         "pro": Limit(600, 60),
+        "admin": None,  # unlimited, and not "unlisted" (which would mean the default)
     }
     with pytest.raises(ValueError, match="not a rate limit"):
         Limit.parse("sixty per minute")

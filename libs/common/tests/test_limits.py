@@ -17,7 +17,7 @@ def test_grammar() -> None:
     assert Limit.parse(" 10 / S ") == Limit(10, 1)
     assert Limit.parse("100/30s") == Limit(100, 30)
     assert Limit.parse("5/2h") == Limit(5, 7200)
-    assert parse_limits("free=60/minute, pro=0") == {"free": Limit(60, 60)}
+    assert parse_limits("free=60/minute, pro=0") == {"free": Limit(60, 60), "pro": None}
 
 
 @pytest.mark.parametrize(

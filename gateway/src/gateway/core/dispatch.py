@@ -24,7 +24,8 @@ from gateway.core.priority import PriorityPolicy
 from gateway.core.responses import deny_websocket, send_problem
 from gateway.core.route_table import RouteTable
 from gateway.core.security import Authenticator, Decision
-from gateway.core.token_limits import TokenGate
+from gateway.core.token_limits import TokenGate, buffer_body
+from gateway.services.completion_cache import CompletionCache, CompletionLookup
 from gateway.services.http_proxy import HttpProxy
 from gateway.services.rate_limit import RateLimiter
 from gateway.services.request_body import BodyDeadline, ClientBodyTimeout
@@ -52,6 +53,7 @@ class GatewayApp:
         body_timeout_s: float = 30.0,
         priorities: PriorityPolicy | None = None,
         cache: ResponseCache | None = None,
+        completions: CompletionCache | None = None,
     ) -> None:
         self.api = api
         self.table = table
@@ -66,6 +68,7 @@ class GatewayApp:
         self.body_timeout_s = body_timeout_s
         self.priorities = priorities
         self.cache = cache  # GET response cache (docs/caching.md); None: off
+        self.completions = completions  # deterministic completions (L1); None: off
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -80,12 +83,27 @@ class GatewayApp:
                     receive = BodyDeadline(receive, self.body_timeout_s)
                 request_id = request_id_from_headers(scope["headers"])
                 scope["switchboard.request_id"] = request_id
+                completion: CompletionLookup | None = None
                 try:
                     decision = await self.check(scope, service)
-                    if not decision.status and self.tokens is not None:
+                    body: bytes | None = None
+                    completions = self.completions
+                    if not decision.status and completions and completions.applies(scope):
+                        # a deterministic completion may be answered from the gateway's
+                        # cache (docs/caching.md); a hit is charged in the lookup's call
+                        decision, receive, body, completion = await self._completion_lookup(
+                            completions, scope, receive, decision
+                        )
+                    if completion is not None and completion.charged is not None:
+                        pass  # admitted or refused (429) by the lookup's own charge
+                    elif not decision.status and self.tokens is not None:
                         # token budgets of generation routes (docs/rate-limits.md); may
-                        # read a small body to estimate it, handing back a replaying receive
-                        decision, receive = await self.tokens.admit(scope, receive, decision)
+                        # read a small body to estimate it, handing back a replaying receive;
+                        # a cache hit is charged its stored usage instead
+                        cost = None if completion is None else completion.tokens
+                        decision, receive = await self.tokens.admit(
+                            scope, receive, decision, body=body, cost=cost
+                        )
                 except ClientBodyTimeout as exc:
                     decision = _body_timeout(exc)
                 except Exception:
@@ -98,8 +116,13 @@ class GatewayApp:
                 if kind == "http":
                     if decision.status:
                         await _refuse_http(scope, send, decision, request_id)
+                    elif completion is not None and completion.hit is not None:
+                        assert self.completions is not None
+                        await self.completions.serve(
+                            completion, scope, send, decision.response_headers
+                        )
                     else:
-                        await self._proxy_http(scope, receive, send, service, decision)
+                        await self._proxy_http(scope, receive, send, service, decision, completion)
                 elif decision.status:
                     await _refuse_websocket(scope, receive, send, decision, request_id)
                 else:
@@ -155,6 +178,24 @@ class GatewayApp:
             decision = await self._rate_limit(scope, service, decision)
         return decision
 
+    async def _completion_lookup(
+        self, completions: CompletionCache, scope: Scope, receive: Receive, decision: Decision
+    ) -> tuple[Decision, Receive, bytes | None, CompletionLookup | None]:
+        """Read the body once (replayed to the proxy after) and look the completion up; a hit
+        the caller has a budget for is charged by the same Redis call, and the decision
+        carries the budget's answer (429 when spent)."""
+        body, receive = await buffer_body(scope, receive)
+        if body is None:  # chunked or large: proxied as always
+            return decision, receive, None, None
+        tokens = self.tokens
+        rule = None if tokens is None else tokens.rule(scope, decision)
+        budget = None if tokens is None or rule is None else tokens.budget
+        completion = await completions.lookup(scope, body, budget, rule)
+        if completion is None or completion.charged is None or tokens is None or rule is None:
+            return decision, receive, body, completion
+        decision = tokens.decide(decision, rule, completion.charged, completion.tokens or 0)
+        return decision, receive, body, completion
+
     async def _rate_limit(self, scope: Scope, service: str, decision: Decision) -> Decision:
         """The decision, refused with 429 when the caller is over its limit; on success the
         RateLimit-* headers ride along to the response."""
@@ -173,9 +214,19 @@ class GatewayApp:
         )
 
     async def _proxy_http(
-        self, scope: Scope, receive: Receive, send: Send, service: str, decision: Decision
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        service: str,
+        decision: Decision,
+        completion: CompletionLookup | None = None,
     ) -> None:
         started = False
+        capture = None
+        if completion is not None and self.completions is not None:  # a miss to keep
+            capture = self.completions.capture(send, decision.response_headers)
+            send = capture.send
 
         async def tracked_send(message: Message) -> None:
             nonlocal started
@@ -222,6 +273,9 @@ class GatewayApp:
                 instance=scope["path"],
                 request_id=scope.get("switchboard.request_id"),
             )
+        else:
+            if capture is not None and completion is not None and self.completions is not None:
+                await self.completions.keep(completion, capture)  # after the last byte went out
 
     @property
     def state(self) -> object:

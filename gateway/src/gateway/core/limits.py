@@ -20,7 +20,7 @@ from functools import lru_cache
 from starlette.types import Scope
 
 from gateway.config import Settings
-from gateway.models.limits import Limit, parse_limit_override, parse_limits
+from gateway.models.limits import Limit, limit_for, parse_limit_override, parse_limits
 from switchboard_common.identity import Principal
 
 logger = logging.getLogger("switchboard.gateway.limits")
@@ -71,4 +71,4 @@ class LimitPolicy:
             override = _override(principal.rate_limit)
             if override is not _INVALID:
                 return override
-        return self.tiers.get(principal.tier) or self.tiers.get("default")
+        return limit_for(self.tiers, principal.tier)

@@ -14,6 +14,10 @@ may ask for (``max_tokens``, ``max_completion_tokens``, ``options.num_predict``)
 streamed or larger body is estimated from its Content-Length (``bytes / 4``) or, with none,
 at the completion cap alone. The estimate only decides admission near the limit; what is
 charged in the end is what the inference service reports.
+
+A completion the gateway answers from its own cache (``services/completion_cache.py``) is
+charged the usage stored with it, at admission, instead of an estimate: same window, same
+429 when it does not fit, no settlement to wait for.
 """
 
 from __future__ import annotations
@@ -26,13 +30,12 @@ from starlette.types import Message, Receive, Scope
 
 from gateway.config import Settings
 from gateway.core.security import Decision
-from gateway.models.limits import Limit, parse_limits
+from gateway.models.limits import Limit, limit_for, parse_limits
 from gateway.services.http_proxy import BUFFER_LIMIT
 from gateway.services.request_body import ClientDisconnected, read_body
-from gateway.services.token_budget import TokenBudget
+from gateway.services.token_budget import TokenBudget, TokenOutcome
 from switchboard_common.identity import Principal
 from switchboard_common.internal_calls import TOKEN_RESERVATION_HEADER
-from switchboard_common.limits import UNLIMITED
 
 GENERATION_PATHS = frozenset(
     {
@@ -59,8 +62,7 @@ class TokenRule:
 
 class TokenLimitPolicy:
     def __init__(self, settings: Settings) -> None:
-        self.tiers: dict[str, Limit | None] = dict.fromkeys(_unlimited_tiers(settings.token_limits))
-        self.tiers.update(parse_limits(settings.token_limits))
+        self.tiers = parse_limits(settings.token_limits)
         self.max_completion = settings.token_estimate_max_completion
 
     def for_request(self, scope: Scope, principal: Principal | None) -> TokenRule | None:
@@ -76,7 +78,7 @@ class TokenLimitPolicy:
         else:
             return None
         # a tier listed as `0` is unlimited, not "use the default"
-        limit = self.tiers.get(principal.tier, self.tiers.get("default"))
+        limit = limit_for(self.tiers, principal.tier)
         if limit is None:
             return None
         who = f"k:{principal.api_key_id}" if principal.api_key_id else f"u:{principal.sub}"
@@ -108,14 +110,6 @@ class TokenLimitPolicy:
             if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
                 return min(value, self.max_completion)
         return self.max_completion
-
-
-def _unlimited_tiers(text: str) -> list[str]:
-    return [
-        name.strip()
-        for name, _, value in (p.partition("=") for p in text.split(","))
-        if value.strip().lower() in UNLIMITED
-    ]
 
 
 def _text_chars(value: object) -> int:
@@ -153,25 +147,48 @@ class TokenGate:
         self.budget = budget
 
     async def admit(
-        self, scope: Scope, receive: Receive, decision: Decision
+        self,
+        scope: Scope,
+        receive: Receive,
+        decision: Decision,
+        *,
+        body: bytes | None = None,
+        cost: int | None = None,
     ) -> tuple[Decision, Receive]:
         """The decision, and the ``receive`` to proxy with: when the body was read here
-        (to estimate from it) it is replayed to the proxy from memory."""
-        rule = self.policy.for_request(scope, decision.principal)
+        (to estimate from it) it is replayed to the proxy from memory.
+
+        ``body``: the body already read by the caller (``buffer_body``; not read again).
+        ``cost``: the request will be answered from the gateway's completion cache with this
+        many tokens — charged as is, with no reservation to settle later (the cache hit is
+        never proxied). Normally the cache charges a hit in its own lookup call
+        (:meth:`decide` then turns that outcome into the decision); this is the fallback."""
+        rule = self.rule(scope, decision)
         if rule is None:
             return decision, receive
-        body: bytes | None = None
         length = _content_length(scope)
-        if not rule.probe and length is not None and 0 <= length <= BUFFER_LIMIT:
-            body = b""
-            if length:
-                try:
-                    body = await read_body(receive)
-                except ClientDisconnected:
-                    return decision, _disconnected
-                receive = _replay(body, receive)
-        estimate = self.policy.estimate(body, length)
+        if cost is not None:
+            estimate = cost
+        else:
+            if body is None and not rule.probe:
+                body, receive = await buffer_body(scope, receive)
+                if receive is _disconnected:  # nothing will be proxied: charge nothing
+                    return decision, receive
+            estimate = self.policy.estimate(body, length)
         outcome = await self.budget.reserve(rule.key, rule.limit, estimate, probe=rule.probe)
+        if cost is not None:  # nothing goes upstream: no reservation to forward
+            outcome = replace(outcome, reservation=None)
+        return self.decide(decision, rule, outcome, estimate), receive
+
+    def rule(self, scope: Scope, decision: Decision) -> TokenRule | None:
+        """The budget the request spends, if any."""
+        return self.policy.for_request(scope, decision.principal)
+
+    def decide(
+        self, decision: Decision, rule: TokenRule, outcome: TokenOutcome, estimate: int
+    ) -> Decision:
+        """The decision once the budget answered: 429, or admitted with the budget headers
+        (and the reservation to forward, when there is one)."""
         headers = [*decision.response_headers, *outcome.headers()]
         if not outcome.allowed:
             wait = max(1, round(outcome.reset_s))
@@ -182,12 +199,29 @@ class TokenGate:
                 f"request is estimated at {estimate}); retry in {wait} s.",
                 response_headers=headers,
                 extensions={"token_limit": outcome.limit, "estimated_tokens": estimate},
-            ), receive
+            )
         identity = decision.identity
         if outcome.reservation is not None:
             # a new list: the signed identity headers are cached and shared between requests
             identity = [*identity, (_RESERVATION, outcome.reservation.encode())]
-        return replace(decision, identity=identity, response_headers=headers), receive
+        return replace(decision, identity=identity, response_headers=headers)
+
+
+async def buffer_body(scope: Scope, receive: Receive) -> tuple[bytes | None, Receive]:
+    """The whole request body when it is small enough to hold (a Content-Length up to the
+    proxy's buffer limit), and the ``receive`` that replays it; ``(None, receive)`` for a
+    chunked or larger body, which stays streamed. Read once, shared by the completion cache
+    and the token estimate."""
+    length = _content_length(scope)
+    if length is None or not 0 <= length <= BUFFER_LIMIT:
+        return None, receive
+    if not length:
+        return b"", receive
+    try:
+        body = await read_body(receive)
+    except ClientDisconnected:
+        return None, _disconnected
+    return body, _replay(body, receive)
 
 
 def _window(limit: Limit) -> str:

@@ -6,6 +6,6 @@ lives in ``switchboard_common.limits``; the gateway keeps importing it from here
 
 from __future__ import annotations
 
-from switchboard_common.limits import Limit, parse_limit_override, parse_limits
+from switchboard_common.limits import Limit, limit_for, parse_limit_override, parse_limits
 
-__all__ = ["Limit", "parse_limit_override", "parse_limits"]
+__all__ = ["Limit", "limit_for", "parse_limit_override", "parse_limits"]

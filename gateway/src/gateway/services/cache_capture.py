@@ -128,7 +128,7 @@ class Capture:
         limit = control.s_maxage if shared and control.s_maxage is not None else control.max_age
         ttl = group.ttl_s if limit is None else min(group.ttl_s, limit)
         if ttl <= 0:
-            CACHE_STORES.labels("max_age").inc()
+            CACHE_STORES.labels("max_age", "get").inc()
             return None
         return ttl
 
@@ -145,7 +145,7 @@ class Capture:
         self.size += len(chunk)
         self.chunks.append(chunk)
         if self.size > self.max_bytes:  # the upstream sent more than it announced
-            CACHE_STORES.labels("too_large").inc()
+            CACHE_STORES.labels("too_large", "get").inc()
             start, self.start = self.start, None
             if not message.get("more_body", False):
                 await self.invalidations.flush()
@@ -163,7 +163,7 @@ class Capture:
         headers = [h for h in headers if h[0] != b"x-cache"] + [(b"x-cache", b"MISS")]
         message = dict(message, headers=headers)
         if reason is not None:
-            CACHE_STORES.labels(reason).inc()
+            CACHE_STORES.labels(reason, "get").inc()
             await self.send_(message)
             return
         self.etag = upstream_etag or b""

@@ -52,6 +52,7 @@ logger = logging.getLogger("switchboard.gateway.cache")
 Forward = Callable[[Scope, Receive, Send], Awaitable[None]]
 T = TypeVar("T")
 
+LAYER = "get"  # the ``layer`` label of the cache metrics (``completion``: the other cache)
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 # KEYS[1] generation, KEYS[2] entry. ARGV[1] generation read before the upstream was asked
@@ -157,11 +158,38 @@ class ResponseCache:
 
     # --- keys and Redis -----------------------------------------------------------------
 
-    def _gen_key(self, tag: str) -> str:
+    def gen_key(self, tag: str) -> str:
         return f"{self.prefix}{{{tag}}}:gen"  # {tag}: one Redis Cluster slot per group
 
-    def _entry_key(self, tag: str, digest: str) -> str:
-        return f"{self.prefix}{{{tag}}}:e:{digest}"
+    def entry_key(self, tag: str, digest: str, kind: str = "e") -> str:
+        """An entry of group ``tag``: ``e`` GET responses, ``c`` completions (the completion
+        cache keeps its entries in the ``models`` group's slot, under its generation)."""
+        return f"{self.prefix}{{{tag}}}:{kind}:{digest}"
+
+    async def fetch(self, tag: str, key: str) -> tuple[bytes, bytes | None] | None:
+        """The group's generation (``b""``: none yet) and the raw entry at ``key``, in one
+        ``MGET``; None when Redis is unavailable."""
+        values = await self._lookup([self.gen_key(tag), key])
+        if values is None:
+            return None
+        return values[0] or b"", values[1]
+
+    async def put(
+        self, tag: str, key: str, generation: bytes, value: bytes, ttl_s: float
+    ) -> bool | None:
+        """Store ``value`` at ``key`` if ``tag``'s generation is still ``generation`` (the
+        one read before the upstream was asked). True stored, False raced an invalidation,
+        None Redis unavailable."""
+
+        async def store() -> int:
+            stored: int = await self.store_script(
+                keys=[self.gen_key(tag), key],
+                args=[generation, os.urandom(9).hex(), int(ttl_s * 1000), value],
+            )
+            return stored
+
+        result = await self._ask(store)
+        return None if result is None else bool(result)
 
     async def _ask(self, call: Callable[[], Awaitable[T]]) -> T | None:
         """``call``'s result, or None when Redis is skipped, fails or is slow (fail open)."""
@@ -189,7 +217,7 @@ class ResponseCache:
         async def write() -> bool:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for tag in sorted(tags):
-                    pipe.set(self._gen_key(tag), os.urandom(9).hex())
+                    pipe.set(self.gen_key(tag), os.urandom(9).hex())
                 await pipe.execute()
             return True
 
@@ -201,16 +229,20 @@ class ResponseCache:
             self._pending = tags
 
     async def _lookup(self, keys: list[str]) -> list[bytes | None] | None:
-        if self._pending:
-            await self.invalidate(set(), "deferred_write")
-            if self._pending:
-                return None  # never serve what a lost invalidation should have removed
-
         async def mget() -> list[bytes | None]:
             values = await self.redis.mget(keys)  # the client does not decode responses
             return [v.encode() if isinstance(v, str) else v for v in values]
 
-        return await self._ask(mget)
+        return await self.read(mget)
+
+    async def read(self, call: Callable[[], Awaitable[T]]) -> T | None:
+        """``call`` (a read of entries), or None when Redis is unavailable or an
+        invalidation this replica could not write is still pending."""
+        if self._pending:
+            await self.invalidate(set(), "deferred_write")
+            if self._pending:
+                return None  # never serve what a lost invalidation should have removed
+        return await self._ask(call)
 
     # --- reads --------------------------------------------------------------------------
 
@@ -227,7 +259,7 @@ class ResponseCache:
     ) -> None:
         req = CacheRequest.parse(scope["headers"])
         if req.control.no_store:
-            CACHE_REQUESTS.labels("bypass").inc()
+            CACHE_REQUESTS.labels("bypass", LAYER).inc()
             await self._forward_uncached(scope, receive, send, forward)
             return
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
@@ -237,10 +269,10 @@ class ResponseCache:
             owners.append(_owner(principal))  # where a `private` answer would be kept
         digests = [resource_key(service, raw_path, query, req.vary, o) for o in owners]
         values = await self._lookup(
-            [self._gen_key(group.tag)] + [self._entry_key(group.tag, d) for d in digests]
+            [self.gen_key(group.tag)] + [self.entry_key(group.tag, d) for d in digests]
         )
         if values is None:
-            CACHE_REQUESTS.labels("unavailable").inc()
+            CACHE_REQUESTS.labels("unavailable", LAYER).inc()
             await self._forward_uncached(scope, receive, send, forward)
             return
         generation = values[0] or b""
@@ -250,7 +282,7 @@ class ResponseCache:
                 if entry is not None:
                     await self._serve_hit(entry, req, scope, send, extra_headers)
                     return
-        CACHE_REQUESTS.labels("refresh" if req.control.no_cache else "miss").inc()
+        CACHE_REQUESTS.labels("refresh" if req.control.no_cache else "miss", LAYER).inc()
         capture = Capture(
             self.invalidate,
             send,
@@ -271,7 +303,7 @@ class ResponseCache:
             return
         if capture.control.private and group.public:
             if principal is None:
-                CACHE_STORES.labels("private").inc()
+                CACHE_STORES.labels("private", LAYER).inc()
                 return
             digest = digests[1]
         else:
@@ -288,17 +320,9 @@ class ResponseCache:
             stored_at=time.time(),
         )
         value = meta.model_dump_json().encode() + b"\n" + (capture.body or b"")
-
-        async def store() -> int:
-            stored: int = await self.store_script(
-                keys=[self._gen_key(tag), self._entry_key(tag, digest)],
-                args=[generation, os.urandom(9).hex(), int(ttl_s * 1000), value],
-            )
-            return stored
-
-        result = await self._ask(store)
+        result = await self.put(tag, self.entry_key(tag, digest), generation, value, ttl_s)
         CACHE_STORES.labels(
-            "unavailable" if result is None else "stored" if result else "invalidated"
+            "unavailable" if result is None else "stored" if result else "invalidated", LAYER
         ).inc()
 
     async def _serve_hit(
@@ -316,12 +340,12 @@ class ResponseCache:
         ]
         stored = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in meta.headers]
         if req.if_none_match is not None and req.if_none_match.matches(etag):
-            CACHE_REQUESTS.labels("revalidated").inc()
+            CACHE_REQUESTS.labels("revalidated", LAYER).inc()
             headers = [h for h in stored if h[0] in NOT_MODIFIED_KEEP] + own
             await send({"type": "http.response.start", "status": 304, "headers": headers})
             await send({"type": "http.response.body", "body": b""})
             return
-        CACHE_REQUESTS.labels("hit").inc()
+        CACHE_REQUESTS.labels("hit", LAYER).inc()
         headers = [*stored, (b"content-length", b"%d" % len(body)), *own]
         await send({"type": "http.response.start", "status": meta.status, "headers": headers})
         get = scope["method"] == "GET"

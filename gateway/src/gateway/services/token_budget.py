@@ -155,6 +155,28 @@ class TokenBudget:
         base = f"{self.prefix}{{{key}}}:"
         return [base + "z", base + "h", base + "t", base + "s"]
 
+    def reserve_keys(self, key: str) -> list[str]:
+        """The keys of ``RESERVE`` for budget ``key``, for a script that embeds it (the
+        completion cache charges a hit in its lookup's own call)."""
+        return self._keys(key)[:3]
+
+    @property
+    def available(self) -> bool:
+        """False while Redis is skipped after a failure (admission fails open then)."""
+        return time.monotonic() >= self._skip_until
+
+    def charged(
+        self, limit: Limit, admitted: int, remaining: int, reset_ms: int, charge: int
+    ) -> TokenOutcome:
+        """The outcome of a ``RESERVE`` run elsewhere that charged ``charge`` tokens at once,
+        with nothing to settle (no reservation id)."""
+        if not int(admitted):
+            DECISIONS.labels("denied").inc()
+            return TokenOutcome(False, limit.count, int(remaining), int(reset_ms) / 1000)
+        DECISIONS.labels("admitted").inc()
+        CHARGED.inc(charge)
+        return TokenOutcome(True, limit.count, int(remaining), int(reset_ms) / 1000)
+
     async def reserve(
         self, key: str, limit: Limit, estimate: int, *, probe: bool = False
     ) -> TokenOutcome:

@@ -47,17 +47,22 @@ class Limit:
         return cls(count, window)
 
 
-def parse_limits(text: str) -> dict[str, Limit]:
-    """``free=60/minute,pro=600/minute`` → per-tier limits (``0`` or ``none``: unlimited)."""
-    limits: dict[str, Limit] = {}
+def parse_limits(text: str) -> dict[str, Limit | None]:
+    """``free=60/minute,pro=600/minute`` → per-tier limits; ``None`` (written ``0`` or
+    ``none``) is unlimited. A tier listed as unlimited stays in the map, so it is not
+    mistaken for an unlisted tier (which falls back to ``default``): see :func:`limit_for`."""
+    limits: dict[str, Limit | None] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, _, value = part.partition("=")
         if not value:
             raise ValueError(f"expected tier=limit, got {part!r}")
-        if value.strip().lower() in UNLIMITED:
-            continue
-        limits[name.strip()] = Limit.parse(value)
+        limits[name.strip()] = None if value.strip().lower() in UNLIMITED else Limit.parse(value)
     return limits
+
+
+def limit_for(tiers: dict[str, Limit | None], tier: str) -> Limit | None:
+    """The tier's limit, else the ``default`` entry's; None: unlimited (or nothing set)."""
+    return tiers[tier] if tier in tiers else tiers.get("default")
 
 
 def parse_limit_override(text: str) -> Limit | None:
