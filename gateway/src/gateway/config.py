@@ -68,6 +68,15 @@ class Settings(ServiceSettings):
         "traceparent is still forwarded unchanged.",
     )
 
+    # --- tracing (see docs/observability.md#the-proxy-span) ---
+    trace_lean: bool = Field(
+        default=True,
+        description="Open the proxy span with the gateway's lean tracer and export it with "
+        "its own OTLP/HTTP exporter (a few µs per request; standard OTEL_* variables "
+        "apply). `false`: use the OpenTelemetry SDK's tracer and span processors instead "
+        "(~10x the CPU per span).",
+    )
+
     openapi_ttl_s: float = Field(
         default=30.0,
         ge=0,
@@ -280,6 +289,27 @@ class Settings(ServiceSettings):
     def _valid_cache_routes(cls, value: str) -> str:
         parse_cache_routes(value)
         return value
+
+    # --- completion cache (see docs/caching.md#gateway-completion-cache) ---
+    completion_cache_enabled: bool = Field(
+        default=True,
+        description="Answer repeated deterministic completions (temperature 0 or a seed) "
+        "from the gateway, without the inference service. Needs GATEWAY_CACHE_ENABLED (it "
+        "shares its Redis and the `models` group's invalidation).",
+    )
+    completion_cache_ttl_s: float = Field(
+        default=600,
+        gt=0,
+        le=86_400,
+        description="Seconds a completion stays in the gateway cache; keep it at most the "
+        "inference service's INFERENCE_CACHE_TTL_S.",
+    )
+    completion_cache_max_bytes: int = Field(
+        default=1024 * 1024,
+        ge=0,
+        description="Largest completion (response body, stream included) kept in the gateway "
+        "cache; larger ones are served by the inference service's cache only.",
+    )
 
     @property
     def ws_message_limit(self) -> int:

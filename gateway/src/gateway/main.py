@@ -14,6 +14,7 @@ from gateway.core.route_table import RouteTable
 from gateway.core.security import Authenticator
 from gateway.core.token_limits import TokenGate, TokenLimitPolicy
 from gateway.routes import docs, fallback, health, usage_settlement, verify
+from gateway.services.completion_cache import CompletionCache
 from gateway.services.http_proxy import HttpProxy
 from gateway.services.openapi_merge import OpenApiAggregator
 from gateway.services.rate_limit import RateLimiter
@@ -28,15 +29,23 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
     settings = settings or Settings()
     upstreams = UpstreamPool(settings)
     # Redis clients connect lazily; creating them here lets the app be assembled up front.
+    # Hot-path clients are not traced: their commands run outside the proxy span, so each
+    # would be a root trace of its own, at ~200 µs of CPU (docs/observability.md).
     revocation_redis = create_redis(
-        settings.revocation_redis, max_connections=16, timeout_s=settings.redis_timeout_s
+        settings.revocation_redis,
+        max_connections=16,
+        timeout_s=settings.redis_timeout_s,
+        traced=False,
     )
     revocation_listener = create_redis(
         settings.revocation_redis, max_connections=2, blocking_reads=True
     )
     auth = Authenticator(settings, upstreams, revocation_redis, revocation_listener)
     limits_redis = create_redis(
-        settings.redis_url, max_connections=64, timeout_s=max(0.5, settings.rate_limit_timeout_s)
+        settings.redis_url,
+        max_connections=64,
+        timeout_s=max(0.5, settings.rate_limit_timeout_s),
+        traced=False,
     )
     limiter = RateLimiter(
         limits_redis,
@@ -46,7 +55,10 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
     # GET response cache (docs/caching.md): its own pool, so cache traffic never queues
     # rate-limit checks
     cache_redis = create_redis(
-        settings.redis_url, max_connections=64, timeout_s=max(0.5, settings.cache_timeout_s)
+        settings.redis_url,
+        max_connections=64,
+        timeout_s=max(0.5, settings.cache_timeout_s),
+        traced=False,
     )
     cache = (
         ResponseCache(
@@ -58,14 +70,27 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
         if settings.cache_enabled
         else None
     )
+    # deterministic completions (L1 before the inference service's cache): they live and die
+    # with the `models` group of the cache above, so they need it
+    completions = (
+        CompletionCache(
+            cache,
+            ttl_s=settings.completion_cache_ttl_s,
+            max_bytes=settings.completion_cache_max_bytes,
+        )
+        if cache is not None and settings.completion_cache_enabled
+        else None
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await upstreams.start()
         await auth.start()
+        proxy.start()
         try:
             yield
         finally:
+            await proxy.close()  # flushes the proxy spans still queued
             await auth.close()
             await upstreams.close()
             await revocation_listener.aclose()
@@ -89,6 +114,8 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
         docs_routes=False,
     )
     api.state.upstreams = upstreams
+    # built after the app: its span exporter reuses the tracer provider's resource
+    proxy = HttpProxy(upstreams, settings)
     api.state.openapi = OpenApiAggregator(
         upstreams, api.openapi, ttl_s=settings.openapi_ttl_s, timeout_s=settings.health_timeout_s
     )
@@ -106,7 +133,7 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
         auth,
         LimitPolicy(settings),
         limiter,
-        HttpProxy(upstreams, settings),
+        proxy,
         WebSocketProxy(
             upstreams,
             max_message_bytes=settings.ws_message_limit,
@@ -119,6 +146,7 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
         body_timeout_s=settings.client_body_timeout_s,
         priorities=PriorityPolicy.from_settings(settings),
         cache=cache,
+        completions=completions,
     )
     api.state.gateway = gateway  # /gateway/verify runs the same checks as the proxy
     return gateway

@@ -7,12 +7,15 @@ whose context is sent upstream as ``traceparent``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import Counter, Gauge, Histogram
 
+from gateway.core.lean_trace import AttributeValue, LeanSpan
 from switchboard_common.metrics import LATENCY_BUCKETS
 
 PROXY_REQUESTS = Counter(
@@ -55,15 +58,18 @@ UPSTREAM_RETRIES = Counter(
 # --- gateway response cache (gateway/services/response_cache.py, docs/caching.md) ---
 CACHE_REQUESTS = Counter(
     "switchboard_gateway_cache_requests_total",
-    "GET/HEAD requests on cached routes, by result: hit, revalidated (304 from the cache), "
-    "miss, refresh (client no-cache), bypass (client no-store), unavailable (Redis).",
-    ("result",),
+    "Requests on cached routes, by result: hit, revalidated (304 from the cache), "
+    "miss, refresh (client no-cache), bypass (client no-store; completions: also not "
+    "deterministic), unavailable (Redis), denied (a completion hit over the token budget); "
+    "and by layer: get (GET responses), completion (deterministic completions).",
+    ("result", "layer"),
 )
 CACHE_STORES = Counter(
     "switchboard_gateway_cache_stores_total",
     "Answers to cache misses, by outcome: stored, or why not (not_ok, streaming, "
-    "too_large, no_store, set_cookie, vary, private, max_age, invalidated, unavailable).",
-    ("outcome",),
+    "too_large, no_store, set_cookie, vary, private, max_age, invalidated, unavailable; "
+    "completions: incomplete, failed, no_usage, too_many_frames), by layer (get, completion).",
+    ("outcome", "layer"),
 )
 CACHE_INVALIDATIONS = Counter(
     "switchboard_gateway_cache_invalidations_total",
@@ -109,9 +115,18 @@ _propagator = TraceContextTextMapPropagator()
 _tracer = trace.get_tracer("switchboard.gateway.proxy")
 
 
+# The proxy span: a lean span (core/lean_trace.py, the default) or an SDK span
+# (GATEWAY_TRACE_LEAN=false); services/proxy_tracing.py picks.
+ProxySpan = Span | LeanSpan
+
+
 def start_proxy_span(
-    name: str, traceparent: str | None, tracestate: str | None, attributes: dict[str, str]
+    name: str,
+    traceparent: str | None,
+    tracestate: str | None,
+    attributes: Mapping[str, AttributeValue],
 ) -> Span:
+    """The SDK path's span (``GATEWAY_TRACE_LEAN=false``)."""
     carrier: dict[str, str] = {}
     if traceparent:
         carrier["traceparent"] = traceparent
@@ -121,15 +136,19 @@ def start_proxy_span(
     return _tracer.start_span(name, context=parent, kind=SpanKind.SERVER, attributes=attributes)
 
 
-def span_traceparent(span: Span) -> str | None:
+def span_traceparent(span: ProxySpan) -> str | None:
+    if isinstance(span, LeanSpan):
+        return span.traceparent()
     ctx = span.get_span_context()
     if not ctx.is_valid:
         return None
     return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
 
 
-def span_trace_id(span: Span | None) -> str | None:
+def span_trace_id(span: ProxySpan | None) -> str | None:
     if span is None:
         return None
+    if isinstance(span, LeanSpan):
+        return span.trace_id_hex()
     ctx = span.get_span_context()
     return format(ctx.trace_id, "032x") if ctx.is_valid else None

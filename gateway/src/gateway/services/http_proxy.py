@@ -22,7 +22,7 @@ import asyncio
 import logging
 import time
 
-from opentelemetry.trace import Span, StatusCode
+from opentelemetry.trace import StatusCode
 from starlette.types import Receive, Scope, Send
 
 from gateway.config import Settings
@@ -33,13 +33,14 @@ from gateway.core.headers import (
 )
 from gateway.core.monitoring import (
     UPSTREAM_ERRORS,
+    ProxySpan,
     proxy_metrics,
     span_trace_id,
     span_traceparent,
-    start_proxy_span,
 )
 from gateway.core.responses import send_problem
 from gateway.services.exchange import Exchanger, UpstreamFailure, wait_for_disconnect
+from gateway.services.proxy_tracing import build_proxy_tracer
 from gateway.services.request_body import (
     BodyTooLarge,
     ClientBodyTimeout,
@@ -56,7 +57,6 @@ from gateway.services.upstream_client import (
 from gateway.services.upstreams import UpstreamPool
 from switchboard_common.body_limit import too_large_message
 from switchboard_common.request_context import request_id_from_headers
-from switchboard_common.telemetry import otlp_endpoint
 
 logger = logging.getLogger("switchboard.gateway.proxy")
 
@@ -70,9 +70,17 @@ class HttpProxy:
         self.max_body = settings.max_body_bytes
         self.read_timeout = settings.read_timeout_s
         self.exchanger = Exchanger(settings)
-        self.trace = (
-            settings.trace_proxy if settings.trace_proxy is not None else bool(otlp_endpoint())
-        )
+        self.tracer = build_proxy_tracer(settings)  # None: proxy spans off
+
+    def start(self) -> None:
+        """Start the span exporter's thread (lifespan start)."""
+        if self.tracer is not None:
+            self.tracer.start()
+
+    async def close(self) -> None:
+        """Export the spans still queued (lifespan end); off the event loop, it blocks."""
+        if self.tracer is not None:
+            await asyncio.to_thread(self.tracer.shutdown)
 
     async def __call__(
         self,
@@ -92,9 +100,9 @@ class HttpProxy:
             scope["headers"]
         )
         req = upstream_request_headers(scope, request_id, identity=identity)
-        span: Span | None = None
-        if self.trace:
-            span = start_proxy_span(
+        span: ProxySpan | None = None
+        if self.tracer is not None:
+            span = self.tracer.start_span(
                 f"{method} /{service}",
                 req.traceparent,
                 req.tracestate,
@@ -136,7 +144,7 @@ class HttpProxy:
         service: str,
         req: UpstreamRequestHeaders,
         request_id: str,
-        span: Span | None,
+        span: ProxySpan | None,
         response_headers: list[tuple[bytes, bytes]] | None = None,
     ) -> int:
         rid = request_id.encode()
@@ -277,7 +285,7 @@ class HttpProxy:
         detail: str,
         scope: Scope,
         rid: bytes,
-        span: Span | None,
+        span: ProxySpan | None,
         extra_headers: list[tuple[bytes, bytes]] | None = None,
     ) -> int:
         return await send_problem(

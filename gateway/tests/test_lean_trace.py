@@ -1,0 +1,617 @@
+"""The lean proxy span and its OTLP exporter (core/lean_trace.py, core/otlp_encode.py,
+services/span_exporter.py), checked against the official protobuf classes and the SDK,
+then end to end: a real gateway process exporting to a tiny OTLP/HTTP sink in this test."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import random
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import pytest
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    ParentBased,
+    TraceIdRatioBased,
+)
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    set_span_in_context,
+)
+from opentelemetry.trace.span import TraceState
+
+from gateway.core.lean_trace import LeanSpan, LeanTracer, Sampler, parse_traceparent
+from gateway.core.otlp_encode import SpanEncoder
+from gateway.services.span_exporter import (
+    SPANS_DROPPED,
+    BatchConfig,
+    OtlpTarget,
+    SpanExporter,
+)
+from switchboard_devtools.ports import free_port
+from tests.fixtures.processes import Spawn, module_argv, spawn_echo, spawn_gateway
+from tests.fixtures.redis import RedisServer
+
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+CALLER = "00f067aa0ba902b7"
+RESOURCE: dict[str, Any] = {
+    "service.name": "gateway",
+    "service.version": "1.2.3",
+    "host.cores": 2,
+    "sampled.ratio": 0.5,
+    "debug": True,
+    "tags": ["a", "b"],
+}
+
+
+# --- a tiny OTLP/HTTP collector ----------------------------------------------------------
+
+
+@dataclass
+class Sink:
+    url: str
+    exports: list[tuple[dict[str, str], ExportTraceServiceRequest]] = field(default_factory=list)
+    fail_next: int = 0  # answer this many exports with 503 first
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def spans(self) -> list[PbSpan]:
+        with self.lock:
+            return [
+                span
+                for _, export in self.exports
+                for resource_spans in export.resource_spans
+                for scope_spans in resource_spans.scope_spans
+                for span in scope_spans.spans
+            ]
+
+    def wait_spans(self, count: int, timeout_s: float = 10.0) -> list[PbSpan]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            spans = self.spans()
+            if len(spans) >= count:
+                return spans
+            time.sleep(0.02)
+        raise AssertionError(f"{len(self.spans())} spans arrived, expected {count}")
+
+
+@pytest.fixture
+def sink() -> Iterator[Sink]:
+    yield from _sink()
+
+
+@pytest.fixture(scope="module")
+def module_sink() -> Iterator[Sink]:
+    yield from _sink()
+
+
+def _sink() -> Iterator[Sink]:
+    port = free_port()
+    state = Sink(f"http://127.0.0.1:{port}")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["content-length"]))
+            with state.lock:
+                if state.fail_next:
+                    state.fail_next -= 1
+                    self.send_response(503)
+                    self.send_header("content-length", "0")
+                    self.end_headers()
+                    return
+            if self.headers.get("content-encoding") == "gzip":
+                body = gzip.decompress(body)
+            export = ExportTraceServiceRequest.FromString(body)
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            with state.lock:
+                state.exports.append((headers | {"path": self.path}, export))
+            self.send_response(200)
+            self.send_header("content-type", "application/x-protobuf")
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+# --- encoding ----------------------------------------------------------------------------
+
+
+def _spans() -> list[LeanSpan]:
+    ended: list[LeanSpan] = []
+    tracer = LeanTracer(Sampler("always_on"), ended.append)
+    child = tracer.start_span(
+        "POST /memory",
+        f"00-{TRACE}-{CALLER}-01",
+        "vendor=abc, other=x:y",
+        {"http.request.method": "POST", "url.path": "/memory/items", "peer.service": "memory"},
+    )
+    child.set_attribute("http.response.status_code", 503)
+    child.set_attribute("retry.ratio", 0.25)
+    child.set_attribute("cache.hit", False)
+    child.set_attribute("negative", -7)
+    child.set_status(Status(StatusCode.ERROR, "upstream refused"))
+    child.end()
+    root = tracer.start_span("GET /inference", None, None, {"url.path": "/inference/ping"})
+    root.set_attribute("http.response.status_code", 200)
+    root.end()
+    ok = tracer.start_span("GET /auth", None, None, {})
+    ok.set_status(StatusCode.OK, "ignored unless an error")
+    ok.end()
+    return ended
+
+
+def _decode(payload: bytes) -> ExportTraceServiceRequest:
+    return ExportTraceServiceRequest.FromString(payload)
+
+
+def test_every_field_decodes_with_the_official_protobuf_classes() -> None:
+    spans = _spans()
+    export = _decode(SpanEncoder(RESOURCE, "switchboard.gateway.proxy", "9.9").request(spans))
+
+    (resource_spans,) = export.resource_spans
+    decoded_resource = {
+        kv.key: kv.value.WhichOneof("value") for kv in resource_spans.resource.attributes
+    }
+    assert decoded_resource == {
+        "service.name": "string_value",
+        "service.version": "string_value",
+        "host.cores": "int_value",
+        "sampled.ratio": "double_value",
+        "debug": "bool_value",
+        "tags": "array_value",
+    }
+    values = {kv.key: kv.value for kv in resource_spans.resource.attributes}
+    assert values["host.cores"].int_value == 2
+    assert values["sampled.ratio"].double_value == 0.5
+    assert values["debug"].bool_value is True
+    assert [v.string_value for v in values["tags"].array_value.values] == ["a", "b"]
+    (scope_spans,) = resource_spans.scope_spans
+    assert (scope_spans.scope.name, scope_spans.scope.version) == (
+        "switchboard.gateway.proxy",
+        "9.9",
+    )
+    child, root, ok = scope_spans.spans
+    source = spans[0]
+    assert child.trace_id == bytes.fromhex(TRACE)
+    assert child.span_id == source.span_id.to_bytes(8, "big")
+    assert child.parent_span_id == bytes.fromhex(CALLER)
+    assert child.trace_state == "vendor=abc,other=x:y"
+    assert child.name == "POST /memory"
+    assert child.kind == PbSpan.SPAN_KIND_SERVER
+    assert child.start_time_unix_nano == source.start_ns
+    assert child.end_time_unix_nano == source.end_ns >= source.start_ns
+    attributes = {kv.key: kv.value for kv in child.attributes}
+    assert attributes["http.request.method"].string_value == "POST"
+    assert attributes["url.path"].string_value == "/memory/items"
+    assert attributes["peer.service"].string_value == "memory"
+    assert attributes["http.response.status_code"].int_value == 503
+    assert attributes["retry.ratio"].double_value == 0.25
+    assert attributes["cache.hit"].WhichOneof("value") == "bool_value"
+    assert attributes["cache.hit"].bool_value is False
+    assert attributes["negative"].int_value == -7
+    assert (child.status.code, child.status.message) == (2, "upstream refused")
+    assert child.flags == 0x300  # has-is-remote | is-remote: the parent came from a caller
+
+    assert root.parent_span_id == b""
+    assert root.trace_state == ""
+    assert root.trace_id == spans[1].trace_id.to_bytes(16, "big")
+    assert root.HasField("status") and root.status.code == 0
+    assert root.flags == 0x100
+    assert (ok.status.code, ok.status.message) == (1, "")
+
+
+def test_bytes_equal_what_the_sdk_exporter_would_send() -> None:
+    """The same spans as SDK ``ReadableSpan``s, through the SDK's own OTLP encoder."""
+    spans = _spans()
+    resource = Resource(RESOURCE)
+    scope = InstrumentationScope("switchboard.gateway.proxy", "9.9")
+    sdk_spans = []
+    for span in spans:
+        parent = None
+        if span.parent_span_id:
+            parent = SpanContext(span.trace_id, span.parent_span_id, is_remote=True)
+        state = TraceState([tuple(m.split("=", 1)) for m in span.trace_state.split(",") if m])
+        code = StatusCode(span.status_code)
+        sdk_spans.append(
+            ReadableSpan(
+                span.name,
+                SpanContext(span.trace_id, span.span_id, False, TraceFlags(1), trace_state=state),
+                parent=parent,
+                resource=resource,
+                attributes=dict(span.attributes),
+                kind=SpanKind.SERVER,
+                status=Status(code, span.status_message or None),
+                start_time=span.start_ns,
+                end_time=span.end_ns,
+                instrumentation_scope=scope,
+            )
+        )
+    expected = encode_spans(sdk_spans)
+    ours = _decode(SpanEncoder(RESOURCE, "switchboard.gateway.proxy", "9.9").request(spans))
+    assert ours == expected
+
+
+# --- trace context and sampling ------------------------------------------------------------
+
+
+def test_caller_context_makes_a_child_in_the_same_trace() -> None:
+    ended: list[LeanSpan] = []
+    span = LeanTracer(Sampler(), ended.append).start_span(
+        "GET /x", f"00-{TRACE}-{CALLER}-01", "k=v", {}
+    )
+    version, trace_id, span_id, flags = span.traceparent().split("-")
+    assert (version, trace_id, flags) == ("00", TRACE, "01")
+    assert span_id != CALLER and span.parent_span_id == int(CALLER, 16)
+    assert span.trace_id_hex() == TRACE
+    span.end()
+    span.end()  # twice: recorded once
+    assert ended == [span]
+
+
+def test_unsampled_caller_is_not_recorded_but_still_propagated() -> None:
+    ended: list[LeanSpan] = []
+    span = LeanTracer(Sampler(), ended.append).start_span(
+        "GET /x", f"00-{TRACE}-{CALLER}-00", None, {}
+    )
+    _, trace_id, span_id, flags = span.traceparent().split("-")
+    assert (trace_id, flags) == (TRACE, "00")
+    assert span_id != CALLER  # a span id of its own, like the SDK's non-recording span
+    assert not span.is_recording()
+    span.end()
+    assert ended == []
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "garbage",
+        f"00-{'0' * 32}-{CALLER}-01",  # all-zero trace id
+        f"00-{TRACE}-{'0' * 16}-01",  # all-zero span id
+        f"ff-{TRACE}-{CALLER}-01",  # forbidden version
+        f"00-{TRACE}-{CALLER}-01-extra",  # version 00 has exactly four fields
+        f"00-{TRACE.upper()}-{CALLER}-01",  # hex is lowercase
+        f"00-{TRACE}-{CALLER}-1",
+    ],
+)
+def test_invalid_traceparent_starts_a_new_trace(header: str) -> None:
+    span = LeanTracer(Sampler(), None).start_span("GET /x", header, "k=v", {})
+    assert span.trace_id_hex() != TRACE
+    assert span.parent_span_id == 0 and span.trace_state == ""
+    assert span.sampled
+
+
+def test_future_versions_and_padding_are_accepted() -> None:
+    future = parse_traceparent(f"cc-{TRACE}-{CALLER}-03-what-comes-next", None)
+    assert future is not None and future.sampled  # 0x03 & 0x01
+    padded = parse_traceparent(f"  00-{TRACE}-{CALLER}-00 ", " a=1 ,, b=2 ")
+    assert padded is not None and not padded.sampled
+    assert padded.trace_state == "a=1,b=2"
+
+
+@pytest.mark.parametrize("header", ["a=1,a=2", "a=x=y", "UPPER=1"])
+def test_invalid_tracestate_is_dropped_like_the_sdk_does(header: str) -> None:
+    parent = parse_traceparent(f"00-{TRACE}-{CALLER}-01", header)
+    assert parent is not None and parent.trace_state == ""
+
+
+def _sdk_decision(sampler: Any, trace_id: int, parent_sampled: bool | None) -> bool:
+    context = None
+    if parent_sampled is not None:
+        flags = TraceFlags(1 if parent_sampled else 0)
+        parent = SpanContext(trace_id, int(CALLER, 16), is_remote=True, trace_flags=flags)
+        context = set_span_in_context(NonRecordingSpan(parent))
+    return bool(sampler.should_sample(context, trace_id, "x").decision.is_sampled())
+
+
+SAMPLERS = [
+    ("always_on", None, ALWAYS_ON),
+    ("always_off", None, ALWAYS_OFF),
+    ("traceidratio", "0.25", TraceIdRatioBased(0.25)),
+    ("parentbased_always_on", None, ParentBased(ALWAYS_ON)),
+    ("parentbased_always_off", None, ParentBased(ALWAYS_OFF)),
+    ("parentbased_traceidratio", "0.5", ParentBased(TraceIdRatioBased(0.5))),
+]
+
+
+@pytest.mark.parametrize(("name", "arg", "sdk"), SAMPLERS, ids=[s[0] for s in SAMPLERS])
+def test_sampler_decides_like_the_sdk(name: str, arg: str | None, sdk: Any) -> None:
+    ours = Sampler(name, arg)
+    rng = random.Random(7)
+    for _ in range(400):
+        trace_id = rng.getrandbits(128)
+        for parent_sampled in (None, True, False):
+            parent = None
+            if parent_sampled is not None:
+                parent = parse_traceparent(
+                    f"00-{trace_id:032x}-{CALLER}-{'01' if parent_sampled else '00'}", None
+                )
+            expected = _sdk_decision(sdk, trace_id, parent_sampled)
+            assert ours.should_sample(trace_id, parent) is expected, (trace_id, parent_sampled)
+
+
+def test_ratio_threshold_is_on_the_low_64_bits() -> None:
+    sampler = Sampler("traceidratio", "0.5")
+    half = 1 << 63
+    assert sampler.should_sample((0xFFFF << 64) | (half - 1), None)
+    assert not sampler.should_sample(half, None)
+
+
+def test_unknown_sampler_and_bad_ratio_fall_back() -> None:
+    assert Sampler("nonsense").name == "parentbased_always_on"
+    assert Sampler("traceidratio", "not-a-number").bound == 1 << 64
+    assert Sampler("traceidratio", "7").bound == 1 << 64
+
+
+# --- the exporter ------------------------------------------------------------------------
+
+
+def test_exporter_posts_like_the_sdk_exporter(sink: Sink, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", sink.url + "/")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=acme,authorization=Bearer%20t")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")
+    target = OtlpTarget.from_env()
+    assert target.url == sink.url + "/v1/traces"
+    exporter = SpanExporter(SpanEncoder(RESOURCE, "s"), target, BatchConfig(100, 2, 30.0))
+    exporter.start()
+    spans = _spans()
+    for span in spans:
+        exporter.submit(span)
+    sink.wait_spans(2)  # a full batch (2) is sent at once, not after the 30 s delay
+    exporter.shutdown()  # the third, with the shutdown flush
+    assert len(sink.spans()) == 3
+    headers = sink.exports[0][0]
+    assert headers["path"] == "/v1/traces"
+    assert headers["content-type"] == "application/x-protobuf"
+    assert headers["content-encoding"] == "gzip"
+    assert headers["x-tenant"] == "acme"
+    assert headers["authorization"] == "Bearer t"
+
+
+def test_traces_endpoint_is_used_as_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://ignored:4318")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://collector:9999/custom")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "3")
+    target = OtlpTarget.from_env()
+    assert (target.url, target.timeout_s, target.compression) == (
+        "http://collector:9999/custom",
+        3.0,
+        "none",
+    )
+
+
+def test_transient_collector_errors_are_retried(sink: Sink) -> None:
+    sink.fail_next = 1
+    target = OtlpTarget(sink.url + "/v1/traces", {"content-type": "application/x-protobuf"})
+    exporter = SpanExporter(SpanEncoder(RESOURCE, "s"), target, BatchConfig(100, 100, 30.0))
+    for span in _spans():
+        exporter.submit(span)
+    exporter.shutdown()  # not started: drains on the caller's thread, backoff ~1 s
+    assert len(sink.spans()) == 3 and sink.fail_next == 0
+
+
+def test_full_queue_drops_and_counts() -> None:
+    target = OtlpTarget(f"http://127.0.0.1:{free_port()}/v1/traces", timeout_s=0.2)
+    exporter = SpanExporter(SpanEncoder(RESOURCE, "s"), target, BatchConfig(2, 2, 30.0))
+    dropped = SPANS_DROPPED.labels("queue_full")
+    before = dropped._value.get()
+    for span in _spans():  # 3 spans, room for 2, nothing drains them (not started)
+        exporter.submit(span)
+    assert dropped._value.get() == before + 1
+
+
+# --- end to end: gateway process → OTLP sink -----------------------------------------------
+
+
+@dataclass
+class Stack:
+    gateway: str
+    sink: Sink
+
+
+@pytest.fixture(scope="module")
+def stack(module_spawn: Spawn, module_sink: Sink, redis_server: RedisServer) -> Stack:
+    upstream = spawn_echo(module_spawn, "lean-echo")
+    gateway, _ = spawn_gateway(
+        module_spawn,
+        {
+            "GATEWAY_MEMORY_URL": upstream,
+            "GATEWAY_KNOWLEDGE_URL": f"http://127.0.0.1:{free_port()}",  # nothing listens
+            "GATEWAY_PUBLIC_PATHS": "/memory/*,/knowledge/*",
+            # every request takes a rate-limit lease from Redis: its commands must not
+            # become traces of their own
+            "GATEWAY_ANONYMOUS_RATE_LIMIT": "100000/minute",
+            "GATEWAY_RATE_LIMIT_LEASE_MAX": "1",
+            "GATEWAY_REDIS_URL": redis_server.url(14),
+            "GATEWAY_RATE_LIMIT_TIMEOUT_S": "1",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": module_sink.url,
+            "OTEL_BSP_SCHEDULE_DELAY": "50",
+        },
+        name="lean-gateway",
+    )
+    return Stack(gateway, module_sink)
+
+
+def _echoed_traceparent(resp: httpx.Response) -> str:
+    assert resp.status_code == 200, resp.text
+    (value,) = [v for k, v in resp.json()["headers"] if k == "traceparent"]
+    return str(value)
+
+
+def _span_by_id(sink: Sink, span_id: str) -> PbSpan:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for span in sink.spans():
+            if span.span_id.hex() == span_id:
+                return span
+        time.sleep(0.02)
+    raise AssertionError(f"span {span_id} was not exported")
+
+
+def test_proxied_request_exports_the_span_the_upstream_sees_as_parent(stack: Stack) -> None:
+    with httpx.Client(base_url=stack.gateway, timeout=10) as client:
+        resp = client.get("/memory/echo", headers={"traceparent": f"00-{TRACE}-{CALLER}-01"})
+        _, trace_id, parent, flags = _echoed_traceparent(resp).split("-")
+        assert (trace_id, flags) == (TRACE, "01")
+        span = _span_by_id(stack.sink, parent)
+        assert span.trace_id.hex() == TRACE
+        assert span.parent_span_id.hex() == CALLER
+        assert span.name == "GET /memory"
+        assert span.kind == PbSpan.SPAN_KIND_SERVER
+        attributes = {kv.key: kv.value for kv in span.attributes}
+        assert attributes["http.response.status_code"].int_value == 200
+        assert attributes["url.path"].string_value == "/memory/echo"
+        assert attributes["peer.service"].string_value == "memory"
+        assert span.status.code == 0
+
+        # no caller context: a new trace, rooted at the gateway
+        _, trace_id, parent, _ = _echoed_traceparent(client.get("/memory/echo")).split("-")
+        root = _span_by_id(stack.sink, parent)
+        assert root.trace_id.hex() == trace_id != TRACE
+        assert root.parent_span_id == b""
+
+
+def test_failed_upstream_is_an_error_span_and_the_problem_carries_its_trace(
+    stack: Stack,
+) -> None:
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+    with httpx.Client(base_url=stack.gateway, timeout=10) as client:
+        resp = client.get("/knowledge/x", headers={"traceparent": f"00-{trace_id}-{CALLER}-01"})
+    assert resp.status_code == 503
+    assert resp.json()["trace_id"] == trace_id
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        spans = [s for s in stack.sink.spans() if s.trace_id.hex() == trace_id]
+        if spans:
+            break
+        time.sleep(0.02)
+    (span,) = spans
+    attributes = {kv.key: kv.value for kv in span.attributes}
+    assert attributes["http.response.status_code"].int_value == 503
+    assert span.status.code == 2  # ERROR
+
+
+def test_unsampled_request_is_propagated_not_exported(stack: Stack) -> None:
+    trace_id = "11111111111111111111111111111111"
+    with httpx.Client(base_url=stack.gateway, timeout=10) as client:
+        resp = client.get("/memory/echo", headers={"traceparent": f"00-{trace_id}-{CALLER}-00"})
+        _, got_trace, parent, flags = _echoed_traceparent(resp).split("-")
+        # a sampled request after it: once its span is in, the unsampled one would be too
+        marker = _echoed_traceparent(client.get("/memory/echo")).split("-")[2]
+    assert (got_trace, flags) == (trace_id, "00") and parent != CALLER
+    _span_by_id(stack.sink, marker)
+    assert not [s for s in stack.sink.spans() if s.trace_id.hex() == trace_id]
+
+
+def test_hot_path_redis_commands_make_no_traces(stack: Stack) -> None:
+    with httpx.Client(base_url=stack.gateway, timeout=10) as client:
+        for _ in range(5):
+            marker = _echoed_traceparent(client.get("/memory/echo")).split("-")[2]
+    _span_by_id(stack.sink, marker)
+    with stack.sink.lock:
+        scopes = {
+            (scope_spans.scope.name, span.name)
+            for _, export in stack.sink.exports
+            for resource_spans in export.resource_spans
+            for scope_spans in resource_spans.scope_spans
+            for span in scope_spans.spans
+        }
+        services = {
+            kv.value.string_value
+            for _, export in stack.sink.exports
+            for resource_spans in export.resource_spans
+            for kv in resource_spans.resource.attributes
+            if kv.key == "service.name"
+        }
+    assert {scope for scope, _ in scopes} == {"switchboard.gateway.proxy"}, scopes
+    assert services == {"gateway"}  # the SDK provider's resource
+
+
+def test_spans_queued_at_shutdown_are_flushed(spawn: Spawn, sink: Sink) -> None:
+    upstream = spawn_echo(spawn, "flush-echo")
+    port = free_port()
+    gateway = f"http://127.0.0.1:{port}"
+    process = spawn(
+        "flush-gateway",
+        module_argv("gateway"),
+        env={
+            "GATEWAY_PORT": str(port),
+            "GATEWAY_MEMORY_URL": upstream,
+            "GATEWAY_PUBLIC_PATHS": "/memory/*",
+            "GATEWAY_ANONYMOUS_RATE_LIMIT": "0",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": sink.url,
+            "OTEL_BSP_SCHEDULE_DELAY": "600000",  # only the shutdown flush can send them
+        },
+        ready_url=gateway + "/ready",
+    )
+    with httpx.Client(base_url=gateway, timeout=10) as client:
+        parents = {_echoed_traceparent(client.get("/memory/echo")).split("-")[2] for _ in "abc"}
+    time.sleep(0.2)
+    assert sink.spans() == []
+    process.stop()  # SIGTERM: the lifespan's shutdown exports the queue
+    assert {s.span_id.hex() for s in sink.wait_spans(3, timeout_s=1)} == parents
+
+
+# --- untraced hot-path Redis clients ------------------------------------------------------
+
+
+def test_untraced_redis_client_bypasses_the_instrumentation(redis_url: str) -> None:
+    from opentelemetry.instrumentation.redis import RedisInstrumentor
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from switchboard_common import create_redis
+
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    instrumentor = RedisInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+
+    async def commands(traced: bool) -> list[Any]:
+        client = create_redis(redis_url, timeout_s=2, traced=traced)
+        try:
+            await client.set("k", "v")
+            script = client.register_script("return redis.call('GET', KEYS[1])")
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.get("k")
+                pipe.exists("k")
+                piped = await pipe.execute()
+            return [await client.get("k"), await script(keys=["k"]), piped]
+        finally:
+            await client.aclose()
+
+    try:
+        untraced = asyncio.run(commands(traced=False))
+        assert memory.get_finished_spans() == ()
+        traced = asyncio.run(commands(traced=True))
+        assert len(memory.get_finished_spans()) >= 4  # the instrumentation is really on
+    finally:
+        instrumentor.uninstrument()
+    assert untraced == traced == [b"v", b"v", [b"v", 1]]
