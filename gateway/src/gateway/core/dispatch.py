@@ -13,7 +13,6 @@ silent for longer than ``body_timeout_s`` → 408 and the connection is closed.
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from functools import partial
 
 from fastapi import FastAPI
@@ -73,13 +72,14 @@ class GatewayApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http" or kind == "websocket":
-            bad_head = self._bad_head(scope["headers"])
+            bad_head, has_body = self._bad_head(scope["headers"])
             if bad_head is not None:
                 await _refuse(scope, receive, send, bad_head)
                 return
             service = self.table.resolve(scope["path"])
             if service is not None:
-                if kind == "http":  # every body read below (token estimate, proxy) is bounded
+                if has_body and kind == "http":
+                    # every body read below (token estimate, proxy) is bounded in time
                     receive = BodyDeadline(receive, self.body_timeout_s)
                 request_id = request_id_from_headers(scope["headers"])
                 scope["switchboard.request_id"] = request_id
@@ -131,8 +131,9 @@ class GatewayApp:
                 return
         await self.api(scope, receive, send)
 
-    def _bad_head(self, headers: list[tuple[bytes, bytes]]) -> Decision | None:
-        """The refusal of a request head the gateway will not serve (None: it is fine).
+    def _bad_head(self, headers: list[tuple[bytes, bytes]]) -> tuple[Decision | None, bool]:
+        """The refusal of a request head the gateway will not serve (None: it is fine), and
+        whether a body follows the head (one pass over the headers for both).
 
         The HTTP parser already rejects broken framing (bare CR, duplicate Content-Length,
         Content-Length with Transfer-Encoding); these are the cases it lets through."""
@@ -141,31 +142,36 @@ class GatewayApp:
                 f"The request has {len(headers)} header fields; at most "
                 f"{self.max_header_count} are accepted."
             )
-            return Decision(status=431, detail=detail)
+            return Decision(status=431, detail=detail), False
         size = hosts = 0
         final_coding = b""
+        has_body = False
         for name, value in headers:
             size += len(name) + len(value)
             if name == b"host":
                 hosts += 1
+            elif name == b"content-length":
+                has_body = value != b"0"
             elif name == b"transfer-encoding":
                 final_coding = value.rsplit(b",", 1)[-1].strip().lower()
+                has_body = True
         if size > self.max_header_bytes:
             detail = (
                 f"The request's headers total {size} bytes; at most {self.max_header_bytes} "
                 "are accepted. Send large data in the body."
             )
-            return Decision(status=431, detail=detail)
+            return Decision(status=431, detail=detail), False
         if hosts > 1:  # RFC 9112 §3.2: which one would a service believe?
-            return Decision(status=400, detail="The request has more than one Host header.")
+            return Decision(status=400, detail="The request has more than one Host header."), False
         if final_coding and final_coding != b"chunked":
             # RFC 9112 §6.3: the body's length is unknowable; the connection must close
-            return Decision(
+            refusal = Decision(
                 status=400,
                 detail="A request's Transfer-Encoding must end with 'chunked'.",
                 response_headers=[(b"connection", b"close")],
             )
-        return None
+            return refusal, False
+        return None, has_body
 
     async def check(self, scope: Scope, service: str) -> Decision:
         """What the request head alone decides: who is calling (401/403), the priority
@@ -204,7 +210,7 @@ class GatewayApp:
             return decision
         outcome = await self.limiter.hit(*rule)
         if outcome.allowed:
-            return replace(decision, response_headers=outcome.headers())
+            return decision.but(response_headers=outcome.headers())
         return Decision(
             status=429,
             detail=f"Rate limit of {outcome.limit} requests reached for {service}; "

@@ -25,7 +25,7 @@ Cost: one scan of the request headers and a few dict lookups, inference routes o
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gateway.core.security import Decision
@@ -110,4 +110,4 @@ class PriorityPolicy:
             )
         header = _HEADERS[self.effective(principal, requested)]
         # A new list: decision.identity is the credential cache's, shared across requests.
-        return replace(decision, identity=[*decision.identity, header])
+        return decision.but(identity=[*decision.identity, header])

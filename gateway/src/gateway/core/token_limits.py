@@ -204,7 +204,7 @@ class TokenGate:
         if outcome.reservation is not None:
             # a new list: the signed identity headers are cached and shared between requests
             identity = [*identity, (_RESERVATION, outcome.reservation.encode())]
-        return replace(decision, identity=identity, response_headers=headers)
+        return decision.but(identity=identity, response_headers=headers)
 
 
 async def buffer_body(scope: Scope, receive: Receive) -> tuple[bytes | None, Receive]:
