@@ -83,36 +83,7 @@ class GatewayApp:
                     receive = BodyDeadline(receive, self.body_timeout_s)
                 request_id = request_id_from_headers(scope["headers"])
                 scope["switchboard.request_id"] = request_id
-                completion: CompletionLookup | None = None
-                try:
-                    decision = await self.check(scope, service)
-                    body: bytes | None = None
-                    completions = self.completions
-                    if not decision.status and completions and completions.applies(scope):
-                        # a deterministic completion may be answered from the gateway's
-                        # cache (docs/caching.md); a hit is charged in the lookup's call
-                        decision, receive, body, completion = await self._completion_lookup(
-                            completions, scope, receive, decision
-                        )
-                    if completion is not None and completion.charged is not None:
-                        pass  # admitted or refused (429) by the lookup's own charge
-                    elif not decision.status and self.tokens is not None:
-                        # token budgets of generation routes (docs/rate-limits.md); may
-                        # read a small body to estimate it, handing back a replaying receive;
-                        # a cache hit is charged its stored usage instead
-                        cost = None if completion is None else completion.tokens
-                        decision, receive = await self.tokens.admit(
-                            scope, receive, decision, body=body, cost=cost
-                        )
-                except ClientBodyTimeout as exc:
-                    decision = _body_timeout(exc)
-                except Exception:
-                    logger.exception("authorization failed for %s", scope["path"])
-                    decision = Decision(
-                        status=500,
-                        detail="The gateway could not check this request. Quote the "
-                        "request_id when reporting.",
-                    )
+                decision, receive, completion = await self._admit(scope, receive, service)
                 if kind == "http":
                     if decision.status:
                         await _refuse_http(scope, send, decision, request_id)
@@ -130,6 +101,43 @@ class GatewayApp:
                     await self.ws_proxy(scope, receive, send, service, decision.identity, principal)
                 return
         await self.api(scope, receive, send)
+
+    async def _admit(
+        self, scope: Scope, receive: Receive, service: str
+    ) -> tuple[Decision, Receive, CompletionLookup | None]:
+        """Every check before the request goes anywhere: :meth:`check` (identity, priority,
+        request rate), then for generation routes the completion cache (L1) and the token
+        budget. Both may read a small body, handing back a receive that replays it."""
+        completion: CompletionLookup | None = None
+        try:
+            decision = await self.check(scope, service)
+            body: bytes | None = None
+            completions = self.completions
+            if not decision.status and completions and completions.applies(scope):
+                # a deterministic completion may be answered from the gateway's cache
+                # (docs/caching.md); a hit is charged in the lookup's own Redis call
+                decision, receive, body, completion = await self._completion_lookup(
+                    completions, scope, receive, decision
+                )
+            if completion is not None and completion.charged is not None:
+                pass  # admitted or refused (429) by the lookup's own charge
+            elif not decision.status and self.tokens is not None:
+                # token budgets of generation routes (docs/rate-limits.md); a cache hit
+                # is charged its stored usage instead of an estimate
+                cost = None if completion is None else completion.tokens
+                decision, receive = await self.tokens.admit(
+                    scope, receive, decision, body=body, cost=cost
+                )
+        except ClientBodyTimeout as exc:
+            decision = _body_timeout(exc)
+        except Exception:
+            logger.exception("authorization failed for %s", scope["path"])
+            decision = Decision(
+                status=500,
+                detail="The gateway could not check this request. Quote the request_id "
+                "when reporting.",
+            )
+        return decision, receive, completion
 
     def _bad_head(self, headers: list[tuple[bytes, bytes]]) -> tuple[Decision | None, bool]:
         """The refusal of a request head the gateway will not serve (None: it is fine), and
