@@ -352,6 +352,49 @@ def test_pick_other_prefers_another_instance() -> None:
     assert single.pick_other(single.instances[0]) is single.instances[0]
 
 
+def test_pick_other_never_strands_a_probe() -> None:
+    """A retry's pick that lands on the failed instance just past its cooldown must not leave
+    it half-open with a probe nobody runs (it would be skipped for good)."""
+    clock = FakeClock()
+    lb = balancer(2, clock)
+    a, b = lb.instances
+    lb.failed(a)
+    lb.failed(a)
+    assert a.state == OPEN
+    clock.now += 5.0  # cooldown over while the retry's backoff ran; a is next in turn
+    assert lb.pick_other(a) is b  # its first pick made a the probe, then chose b
+    assert a.state == HALF_OPEN and not a.probing  # released
+    assert a in [lb.pick(), lb.pick()]  # the next request probes a
+
+
+def test_a_connected_probe_lets_others_ride_along_only_when_nothing_else_can() -> None:
+    """A slow probe (a stream waiting for its first token) must not make a single-instance
+    service refuse everyone; with a closed instance around, the probe stays alone."""
+    clock = FakeClock()
+    single = balancer(1, clock)
+    (only,) = single.instances
+    single.failed(only)
+    single.failed(only)
+    clock.now += 5.0
+    assert single.pick() is only and only.probing  # the probe
+    assert single.pick() is None  # not connected yet: refused (503) as before
+    single.connected(only)
+    assert single.pick() is only  # rides along with the connected probe
+    single.failed(only)  # a failure while half-open re-opens it
+    assert only.state == OPEN and single.pick() is None
+
+    lb = balancer(2, clock)
+    a, b = lb.instances
+    lb.failed(b)
+    lb.failed(b)
+    clock.now += 5.0
+    assert b in [lb.pick(), lb.pick()] and b.probing
+    lb.connected(b)
+    assert [lb.pick() for _ in range(4)] == [a] * 4  # a closed instance takes the rest
+    lb.succeeded(b)
+    assert b.state == CLOSED and not b.probe_connected
+
+
 def test_service_urls_accept_several_instances() -> None:
     settings = Settings(memory_url=" http://a:1, http://b/ ", auth_url="http://auth:8001/")
     assert settings.upstream_origins()["memory"] == ("http://a:1", "http://b:80")

@@ -44,7 +44,16 @@ STATE_NAMES: tuple[BreakerState, ...] = ("closed", "half_open", "open")
 class Instance:
     """One instance of a service: its origin, its keep-alive client, its breaker."""
 
-    __slots__ = ("_gauge", "client", "failures", "open_until", "origin", "probing", "state")
+    __slots__ = (
+        "_gauge",
+        "client",
+        "failures",
+        "open_until",
+        "origin",
+        "probe_connected",
+        "probing",
+        "state",
+    )
 
     def __init__(self, service: str, origin: str, client: UpstreamClient) -> None:
         self.origin = origin
@@ -53,6 +62,7 @@ class Instance:
         self.failures = 0  # consecutive
         self.open_until = 0.0
         self.probing = False  # half-open: the one probe request is in flight
+        self.probe_connected = False  # … and its connection is up (others may ride along)
         self._gauge = UPSTREAM_BREAKER_STATE.labels(service, origin)
         self._gauge.set(CLOSED)
 
@@ -62,8 +72,12 @@ class Instance:
             self._set_state(HALF_OPEN)
         if self.state == HALF_OPEN and not self.probing:
             self.probing = True
+            self.probe_connected = False
             return True
         return False
+
+    def _clear_probe(self) -> None:
+        self.probing = self.probe_connected = False
 
     def _set_state(self, state: int) -> None:
         self.state = state
@@ -117,6 +131,10 @@ class Balancer:
             if inst._admit(now):
                 self._next = i
                 return inst
+        # no closed instance and no probe to start: ride along with a probe that connected
+        for inst in instances:
+            if inst.state == HALF_OPEN and inst.probe_connected:
+                return inst
         return None
 
     def pick_other(self, failed: Instance) -> Instance | None:
@@ -127,7 +145,14 @@ class Balancer:
         if first is not failed or len(self.instances) == 1:
             return first
         second = self.pick()
-        return second if second is not None else failed
+        if second is None:
+            return failed
+        if failed.state == HALF_OPEN:
+            # that first pick made ``failed`` the half-open probe (it returned it, so no
+            # other request held the probe): release it, or the instance stays half-open
+            # with a probe that never reports, skipped by pick() for good
+            failed._clear_probe()
+        return second
 
     def peek(self) -> Instance:
         """An instance for a call outside the proxy (WebSocket, health relay): round-robin
@@ -142,11 +167,17 @@ class Balancer:
                 return inst
         return min(instances, key=lambda inst: inst.open_until)
 
+    def connected(self, inst: Instance) -> None:
+        """A request to a half-open instance got its TCP connection: the instance listens
+        again, so requests nothing else can take may ride along while the probe runs."""
+        if inst.probing:
+            inst.probe_connected = True
+
     def succeeded(self, inst: Instance) -> None:
         """The instance answered (a response head arrived)."""
         inst.failures = 0
         if inst.state != CLOSED:
-            inst.probing = False
+            inst._clear_probe()
             inst._set_state(CLOSED)
             logger.info("%s instance %s answers again: breaker closed", self.service, inst.origin)
 
@@ -155,7 +186,7 @@ class Balancer:
         inst.failures += 1
         if inst.state == HALF_OPEN or inst.failures >= self.failure_threshold:
             was_open = inst.state == OPEN
-            inst.probing = False
+            inst._clear_probe()
             inst.open_until = self.clock() + self.open_s
             if not was_open:
                 inst._set_state(OPEN)
@@ -171,7 +202,7 @@ class Balancer:
     def abandoned(self, inst: Instance) -> None:
         """The request ended without a verdict (client left, body too large, cancelled):
         a half-open instance lets the next request probe instead."""
-        inst.probing = False
+        inst._clear_probe()
 
     def retry_after_s(self) -> int:
         """Whole seconds until some instance takes a request again (at least 1)."""

@@ -30,7 +30,7 @@ from starlette.types import Receive
 
 from gateway.config import Settings
 from gateway.core.monitoring import UPSTREAM_ERRORS, UPSTREAM_RETRIES
-from gateway.services.balancer import Balancer, Instance, backoff_s
+from gateway.services.balancer import HALF_OPEN, Balancer, Instance, backoff_s
 from gateway.services.request_body import ClientDisconnected, RequestBodyStream
 from gateway.services.upstream_client import (
     UpstreamConnectError,
@@ -93,6 +93,8 @@ class Exchanger:
             try:
                 if conn is None:
                     conn = await client.connect()
+                    if inst.state == HALF_OPEN:
+                        balancer.connected(inst)
                 if stream is None:
                     framing = b"content-length: %d\r\n" % len(body) if length is not None else b""
                     resp = conn.start(client.head(method, target, headers, framing), body)
@@ -104,10 +106,12 @@ class Exchanger:
             except UpstreamError as exc:
                 if conn is not None:
                     conn.close()
-                if reused and replayable and _stale(exc):
-                    replayable = False  # the upstream had closed the pooled socket: once more
+                stale = reused and _stale(exc)  # the upstream had closed the pooled socket
+                if stale and replayable:
+                    replayable = False  # once more, on a fresh connection
                     continue
-                balancer.failed(inst)
+                if not stale:  # a keep-alive race says nothing about the instance's health
+                    balancer.failed(inst)
                 failure = _as_failure(exc, balancer.service)
                 UPSTREAM_ERRORS.labels(balancer.service, failure.kind).inc()
                 if retries_left and not isinstance(exc, UpstreamTimeout):
