@@ -241,6 +241,22 @@ def test_websocket_replies_are_charged_as_they_end(
     assert total > 0
 
 
+def test_a_refused_generation_gives_its_estimate_back(
+    cluster: ClusterPlan, budgeted_user: tuple[Login, str], budget_store: redis.Redis
+) -> None:
+    """An answer of 400+ that generated nothing (here: an unknown model, 404) settles its
+    reservation to 0 instead of leaving the estimate charged for the whole window."""
+    user, user_id = budgeted_user
+    gateway = cluster.url("gateway")
+    before = used_tokens(budget_store, user_id)
+    body = {"model": "no-such-model", "messages": [{"role": "user", "content": "x" * 400}],
+            "options": {"num_predict": NUM_PREDICT}}  # fmt: skip
+    resp = httpx.post(gateway + "/inference/chat", json=body, headers=user.headers, timeout=30)
+    assert resp.status_code == 404, resp.text
+    assert int(resp.headers["x-ratelimit-remaining-tokens"]) < TPM_TEST_LIMIT - before  # charged
+    wait_for_used(budget_store, user_id, before)  # … and given back
+
+
 def test_client_cannot_send_its_own_reservation(
     cluster: ClusterPlan, cluster_user: Login, budget_store: redis.Redis
 ) -> None:

@@ -64,7 +64,7 @@ def test_only_generation_routes_of_non_admin_principals_are_budgeted(
     assert rule is not None and rule.key == "u:u1" and rule.limit == Limit(1000, 60)
     assert not rule.probe
     keyed = policy.for_request(http("/api/generate"), user(api_key_id="k9"))
-    assert keyed is not None and keyed.key == "k:k9"  # an API key has a budget of its own
+    assert keyed is not None and keyed.key == "u:u1"  # a user's API keys share its budget
     assert policy.for_request(http("/inference/models", "GET"), user()) is None
     assert policy.for_request(http("/inference/embed"), user()) is None
     assert policy.for_request(http("/inference/chat", "GET"), user()) is None
@@ -78,12 +78,22 @@ def test_only_generation_routes_of_non_admin_principals_are_budgeted(
 def test_estimate_from_the_body(policy: TokenLimitPolicy) -> None:
     chat: dict[str, object] = {"model": "m", "messages": [{"role": "user", "content": "x" * 400}]}
     assert policy.estimate(json.dumps(chat).encode(), None) == 100 + 100  # cap: none asked
+    # each route's own length field, as the inference service reads it; others are ignored
+    v1 = "/v1/chat/completions"
     chat["max_tokens"] = 7
-    assert policy.estimate(json.dumps(chat).encode(), None) == 100 + 7
+    assert policy.estimate(json.dumps(chat).encode(), None, v1) == 100 + 7
+    assert policy.estimate(json.dumps(chat).encode(), None, "/inference/chat") == 100 + 100
+    chat["max_completion_tokens"] = 30  # /v1: max_completion_tokens wins over max_tokens
+    assert policy.estimate(json.dumps(chat).encode(), None, v1) == 100 + 30
+    chat["max_tokens"], chat["options"] = 1, {"num_predict": -1}  # native: until it stops
+    assert policy.estimate(json.dumps(chat).encode(), None, "/api/chat") == 100 + 100
     gen = {"model": "m", "prompt": "y" * 41, "system": "z" * 3, "options": {"num_predict": 500}}
     assert policy.estimate(json.dumps(gen).encode(), None) == 11 + 100  # capped at the max
-    parts = {"messages": [{"content": [{"type": "text", "text": "p" * 8}]}], "max_tokens": 0}
+    parts = {"messages": [{"content": [{"type": "text", "text": "p" * 8}]}],
+             "options": {"num_predict": 0}}  # fmt: skip
     assert policy.estimate(json.dumps(parts).encode(), None) == 2
+    deep = b'{"messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    assert policy.estimate(deep, None) == len(deep) // 4 + 100  # no RecursionError
     code = {"code": "c" * 80, "options": {"num_predict": -1}}  # -1: until it stops → cap
     assert policy.estimate(json.dumps(code).encode(), None) == 20 + 100
     assert policy.estimate(None, 4000) == 1000 + 100  # streamed: from Content-Length

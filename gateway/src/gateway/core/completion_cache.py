@@ -85,7 +85,7 @@ def is_deterministic(path: str, body: bytes) -> bool:
     JSON object: the service will refuse it anyway)."""
     try:
         document = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # deeply nested: not ours
         return False
     if not isinstance(document, dict):
         return False

@@ -121,7 +121,11 @@ class GatewayApp:
                 )
             if completion is not None and completion.charged is not None:
                 pass  # admitted or refused (429) by the lookup's own charge
-            elif not decision.status and self.tokens is not None:
+            elif (
+                not decision.status
+                and self.tokens is not None
+                and (scope["type"] == "websocket" or scope["method"] == "POST")
+            ):
                 # token budgets of generation routes (docs/rate-limits.md); a cache hit
                 # is charged its stored usage instead of an estimate
                 cost = None if completion is None else completion.tokens

@@ -63,10 +63,11 @@ class TokenRule:
 class TokenLimitPolicy:
     def __init__(self, settings: Settings) -> None:
         self.tiers = parse_limits(settings.token_limits)
+        self.any_limited = any(self.tiers.values())
         self.max_completion = settings.token_estimate_max_completion
 
     def for_request(self, scope: Scope, principal: Principal | None) -> TokenRule | None:
-        if not any(self.tiers.values()) or principal is None or principal.role == "admin":
+        if not self.any_limited or principal is None or principal.role == "admin":
             return None
         path: str = scope["path"]
         if scope["type"] == "websocket":
@@ -81,34 +82,36 @@ class TokenLimitPolicy:
         limit = limit_for(self.tiers, principal.tier)
         if limit is None:
             return None
-        who = f"k:{principal.api_key_id}" if principal.api_key_id else f"u:{principal.sub}"
-        return TokenRule(who, limit, probe)
+        # One budget per user, whichever credential it uses: a user's API keys (up to 100)
+        # must not each bring a budget of their own.
+        return TokenRule(f"u:{principal.sub}", limit, probe)
 
-    def estimate(self, body: bytes | None, content_length: int | None) -> int:
+    def estimate(self, body: bytes | None, content_length: int | None, path: str = "") -> int:
         """Tokens to pre-charge: from the body when it was read, else from its size."""
         if body is None:
             prompt = (content_length or 0) // CHARS_PER_TOKEN
             return max(1, prompt + self.max_completion)
         try:
             document = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             return max(1, len(body) // CHARS_PER_TOKEN + self.max_completion)
         if not isinstance(document, dict):
             return max(1, len(body) // CHARS_PER_TOKEN + self.max_completion)
         prompt = -(-_prompt_chars(document) // CHARS_PER_TOKEN)
-        return max(1, prompt + self._completion(document))
+        return max(1, prompt + self._completion(document, path))
 
-    def _completion(self, document: dict[str, Any]) -> int:
-        options = document.get("options")
-        asked = [
-            document.get("max_tokens"),
-            document.get("max_completion_tokens"),
-            options.get("num_predict") if isinstance(options, dict) else None,
-        ]
-        for value in asked:
-            # bool is an int; num_predict -1/-2 means "until the model stops"
-            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-                return min(value, self.max_completion)
+    def _completion(self, document: dict[str, Any], path: str) -> int:
+        """The completion length the inference service will let the model produce, read
+        from the field it reads (anything else is ignored by it, so it must be here too):
+        ``/v1`` ``max_completion_tokens or max_tokens``; elsewhere ``options.num_predict``.
+        Absent or "until the model stops" (-1/-2) counts as the cap."""
+        if path.startswith("/v1/"):
+            asked = document.get("max_completion_tokens") or document.get("max_tokens")
+        else:
+            options = document.get("options")
+            asked = options.get("num_predict") if isinstance(options, dict) else None
+        if isinstance(asked, int) and not isinstance(asked, bool) and asked >= 0:
+            return min(asked, self.max_completion)
         return self.max_completion
 
 
@@ -174,7 +177,7 @@ class TokenGate:
                 body, receive = await buffer_body(scope, receive)
                 if receive is _disconnected:  # nothing will be proxied: charge nothing
                     return decision, receive
-            estimate = self.policy.estimate(body, length)
+            estimate = self.policy.estimate(body, length, scope["path"])
         outcome = await self.budget.reserve(rule.key, rule.limit, estimate, probe=rule.probe)
         if cost is not None:  # nothing goes upstream: no reservation to forward
             outcome = replace(outcome, reservation=None)

@@ -9,12 +9,20 @@ through the gateway's public port gets 401 like anyone without the secret. Not i
 public OpenAPI document: it is no client's business.
 """
 
+import asyncio
+
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
 
 from gateway.dependencies import SettingsDep
 from gateway.services.token_budget import BudgetUnavailable, InvalidReservation, TokenBudget
-from switchboard_common import ServiceUnavailable, Unauthorized, UnprocessableContent
+from switchboard_common import (
+    PayloadTooLarge,
+    RequestTimeout,
+    ServiceUnavailable,
+    Unauthorized,
+    UnprocessableContent,
+)
 from switchboard_common.internal_calls import (
     CALL_SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -27,10 +35,31 @@ from switchboard_common.internal_calls import (
 
 router = APIRouter(tags=["gateway"])
 
+# A report is ~150 bytes. The route is on the public port and its body is read before the
+# signature can be checked, so bound both its size and how long it may take to arrive.
+MAX_REPORT_BYTES = 4096
+REPORT_READ_TIMEOUT_S = 5.0
+
+
+async def _read_report(request: Request) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if not declared.isdigit() or int(declared) > MAX_REPORT_BYTES:
+        raise PayloadTooLarge(
+            f"A usage report is a JSON body of at most {MAX_REPORT_BYTES} bytes with a "
+            "Content-Length."
+        )
+    try:
+        async with asyncio.timeout(REPORT_READ_TIMEOUT_S):
+            return await request.body()
+    except TimeoutError:
+        raise RequestTimeout(
+            f"The usage report did not arrive within {REPORT_READ_TIMEOUT_S:g} s."
+        ) from None
+
 
 @router.post(USAGE_SETTLEMENT_PATH, include_in_schema=False)
 async def settle_usage(request: Request, settings: SettingsDep) -> UsageSettlementResult:
-    body = await request.body()  # the MAC covers the raw bytes: check it before parsing
+    body = await _read_report(request)  # the MAC covers the raw bytes: check it first
     try:
         verify_internal_call(
             settings.internal_secret,

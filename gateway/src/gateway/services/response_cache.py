@@ -222,11 +222,12 @@ class ResponseCache:
             return True
 
         if await self._ask(write):
-            self._pending.clear()
+            # only what this call wrote: another call may have deferred tags meanwhile
+            self._pending -= tags
             CACHE_INVALIDATIONS.labels(source).inc(len(tags))
         else:
             CACHE_INVALIDATIONS.labels("deferred").inc(len(tags - self._pending))
-            self._pending = tags
+            self._pending |= tags
 
     async def _lookup(self, keys: list[str]) -> list[bytes | None] | None:
         async def mget() -> list[bytes | None]:

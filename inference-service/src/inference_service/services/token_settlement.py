@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import httpx
 from prometheus_client import Counter
 from pydantic import SecretStr
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from switchboard_common import HttpLimits, HttpTimeouts, create_http_client
 from switchboard_common.internal_calls import (
@@ -213,12 +213,26 @@ class TokenReservationMiddleware:
             return
         reserved = _Reserved(self.reporter, reservation, immediate=scope["type"] == "websocket")
         token = _current.set(reserved)
+        status = 0
+
+        async def watched_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, watched_send)
         finally:
             _current.reset(token)
             for report in reserved.held:  # usage recorded even if the client went away
                 self.reporter.submit(report)
+            if scope["type"] == "http" and reserved.seq == 0 and status >= 400:
+                # refused or failed before any generation (422, 404, 503 …): give the
+                # caller's estimate back instead of leaving it charged for the window
+                self.reporter.submit(
+                    UsageSettlement(reservation=reservation, prompt_tokens=0, completion_tokens=0)
+                )
 
 
 def _reservation(scope: Scope) -> str | None:

@@ -42,8 +42,9 @@ class UsageSettlement(BaseModel):
     """``POST /gateway/internal/usage`` (inference → gateway): what one generation used.
 
     ``seq`` numbers the generations made under one reservation: an HTTP request makes one
-    (``0``, which settles the gateway's estimate); a WebSocket connection makes one per
-    message (``1, 2, …`` are charged as they come). The gateway settles each
+    (``0``, which settles the gateway's estimate; an answer of 400 or more that generated
+    nothing reports 0 tokens, giving the estimate back); a WebSocket connection makes one
+    per message (``0, 1, 2, …``, charged as they come). The gateway settles each
     ``(reservation, seq)`` once.
     """
 

@@ -8,6 +8,7 @@ Exception tree (raise these from handlers and services; one handler renders them
     ├── Forbidden                403
     ├── NotFound                 404
     ├── Conflict                 409
+    ├── RequestTimeout           408
     ├── PayloadTooLarge          413
     ├── UnprocessableContent     422
     ├── TooManyRequests          429  adds Retry-After
@@ -103,6 +104,12 @@ class ProblemError(Exception):
 
 class BadRequest(ProblemError):
     status, slug, title = 400, "bad-request", "Bad Request"
+
+
+class RequestTimeout(ProblemError):
+    status = 408
+    slug = "request-timeout"
+    title = "Request Timeout"
 
 
 class Unauthorized(ProblemError):
