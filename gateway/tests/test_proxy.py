@@ -201,6 +201,18 @@ def test_traceparent_propagates_in_the_same_trace(client: httpx.Client) -> None:
     assert flags == "01"
 
 
+def test_tracestate_travels_only_with_its_trace(client: httpx.Client) -> None:
+    """W3C: a tracestate whose traceparent was invalid belongs to no trace and is dropped;
+    with a valid one it is passed on."""
+    state = "vendor=abc"
+    valid = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    echoed = client.get("/memory/echo", headers={"traceparent": valid, "tracestate": state})
+    assert _header(echoed.json(), "tracestate") == [state]
+    broken = client.get("/memory/echo", headers={"traceparent": "00-zz-1", "tracestate": state})
+    assert _header(broken.json(), "tracestate") == []
+    assert len(_header(broken.json(), "traceparent")) == 1  # a new trace instead
+
+
 def test_upstream_date_and_server_headers_are_not_duplicated(client: httpx.Client) -> None:
     resp = client.get("/memory/echo")
     assert len(resp.headers.get_list("date")) == 1

@@ -3,6 +3,8 @@ gateway signs), else by its tier (from the gateway-signed identity)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from inference_service.config import Settings
@@ -44,7 +46,7 @@ def principal(
 def test_priority_is_capped_by_tier(
     tier: str, role: str, asked: str | None, body: int | None, got: int
 ) -> None:
-    request = header_priority(principal(tier, role), Settings(), asked)
+    request = asyncio.run(header_priority(principal(tier, role), Settings(), asked))
     assert request.resolve(body) == got
 
 
@@ -74,4 +76,4 @@ def test_uncapped_request_keeps_the_full_range() -> None:
 def test_the_principals_own_cap_and_default_win(
     who: Principal, asked: str | None, body: int | None, got: int
 ) -> None:
-    assert header_priority(who, Settings(), asked).resolve(body) == got
+    assert asyncio.run(header_priority(who, Settings(), asked)).resolve(body) == got

@@ -82,30 +82,20 @@ async def get_inference(request: Request) -> InferenceService:
 InferenceDep = Annotated[InferenceService, Depends(get_inference)]
 
 
-def header_priority(
+async def header_priority(
     principal: Annotated[Principal, require_scopes("inference")],
     settings: SettingsDep,
     x_priority: Annotated[str | None, Header()] = None,
 ) -> PriorityRequest:
     """The ``X-Priority`` the caller asked for (0..9, None when absent) and its cap (its
     max_priority, else its tier's), taken from the gateway-signed identity: a free user
-    cannot jump the queue."""
+    cannot jump the queue. (Async: a sync dependency costs a thread-pool hop per request.)"""
     requested = None if x_priority is None else clamp_priority(x_priority)
     tier_cap = settings.priority_cap(principal.tier, principal.role)
     return PriorityRequest.for_principal(principal, requested, tier_cap)
 
 
-async def _header_priority_dep(
-    principal: Annotated[Principal, require_scopes("inference")],
-    settings: SettingsDep,
-    x_priority: Annotated[str | None, Header()] = None,
-) -> PriorityRequest:
-    # the async twin of ``header_priority`` (kept a plain function for direct calls):
-    # a sync dependency would cost a thread-pool hop per request (see the module docstring)
-    return header_priority(principal, settings, x_priority)
-
-
-HeaderPriority = Annotated[PriorityRequest, Depends(_header_priority_dep)]
+HeaderPriority = Annotated[PriorityRequest, Depends(header_priority)]
 
 InferenceUser = Annotated[Principal, require_scopes("inference")]
 AdminUser = Annotated[Principal, require_scopes("inference", "admin")]

@@ -101,6 +101,7 @@ class HttpProxy:
         )
         req = upstream_request_headers(scope, request_id, identity=identity)
         span: ProxySpan | None = None
+        tracestate = req.tracestate
         if self.tracer is not None:
             span = self.tracer.start_span(
                 f"{method} /{service}",
@@ -111,10 +112,14 @@ class HttpProxy:
             traceparent = span_traceparent(span)
             if traceparent:
                 req.headers.append((b"traceparent", traceparent.encode()))
+            if tracestate and not (
+                traceparent and req.traceparent and traceparent[3:35] == req.traceparent[3:35]
+            ):
+                tracestate = None  # W3C: a tracestate without its (valid) traceparent is dropped
         elif req.traceparent:
             req.headers.append((b"traceparent", req.traceparent.encode()))
-        if req.tracestate:
-            req.headers.append((b"tracestate", req.tracestate.encode()))
+        if tracestate:
+            req.headers.append((b"tracestate", tracestate.encode()))
 
         metrics = proxy_metrics(service)
         metrics.in_flight.inc()

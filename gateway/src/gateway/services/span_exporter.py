@@ -254,7 +254,13 @@ class SpanExporter:
         self._stopping = True
         self._wake.set()
         if thread is not None:
+            # the last batches still get the exporter's retries, within timeout_s in all
+            # (like the SDK's BatchSpanProcessor)
             thread.join(timeout_s)
+            self.poster.stopping.set()
+            if thread.is_alive():  # still posting: its connection is not ours to close
+                logger.warning("span exporter still busy after %gs; leaving it", timeout_s)
+                return
         else:
             self._drain()
         self.poster.stopping.set()

@@ -183,7 +183,8 @@ class RedisAdmissionQueue:
                 if (
                     on_position is None
                     and releases - seen < position - 1
-                    and time.monotonic() - last_poll < s.poll_interval_s
+                    # 0.8: the jittered pause may end just short of a full interval
+                    and time.monotonic() - last_poll < 0.8 * s.poll_interval_s
                 ):
                     continue  # position - 1 waiters are still ahead: no slot for us yet
                 seen, last_poll = releases, time.monotonic()
