@@ -22,8 +22,9 @@ from gateway.core.completion_cache import (
     is_deterministic,
 )
 from gateway.core.security import Decision
-from gateway.core.token_limits import TokenGate, TokenLimitPolicy, buffer_body
+from gateway.core.token_limits import TokenGate, TokenLimitPolicy
 from gateway.services.completion_cache import CompletionCache, CompletionCapture
+from gateway.services.request_body import buffer_body
 from gateway.services.response_cache import ResponseCache
 from gateway.services.token_budget import TokenBudget
 from switchboard_common import create_redis

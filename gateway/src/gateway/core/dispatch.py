@@ -23,11 +23,11 @@ from gateway.core.priority import PriorityPolicy
 from gateway.core.responses import deny_websocket, send_problem
 from gateway.core.route_table import RouteTable
 from gateway.core.security import Authenticator, Decision
-from gateway.core.token_limits import TokenGate, buffer_body
+from gateway.core.token_limits import TokenGate
 from gateway.services.completion_cache import CompletionCache, CompletionLookup
 from gateway.services.http_proxy import HttpProxy
 from gateway.services.rate_limit import RateLimiter
-from gateway.services.request_body import BodyDeadline, ClientBodyTimeout
+from gateway.services.request_body import BodyDeadline, ClientBodyTimeout, buffer_body
 from gateway.services.response_cache import ResponseCache
 from gateway.services.ws_proxy import WebSocketProxy
 from switchboard_common.request_context import request_id_from_headers

@@ -26,13 +26,12 @@ import json
 from dataclasses import dataclass, replace
 from typing import Any
 
-from starlette.types import Message, Receive, Scope
+from starlette.types import Receive, Scope
 
 from gateway.config import Settings
 from gateway.core.security import Decision
 from gateway.models.limits import Limit, limit_for, parse_limits
-from gateway.services.http_proxy import BUFFER_LIMIT
-from gateway.services.request_body import ClientDisconnected, read_body
+from gateway.services.request_body import buffer_body, content_length, disconnected
 from gateway.services.token_budget import TokenBudget, TokenOutcome
 from switchboard_common.identity import Principal
 from switchboard_common.internal_calls import TOKEN_RESERVATION_HEADER
@@ -169,13 +168,13 @@ class TokenGate:
         rule = self.rule(scope, decision)
         if rule is None:
             return decision, receive
-        length = _content_length(scope)
+        length = content_length(scope)
         if cost is not None:
             estimate = cost
         else:
             if body is None and not rule.probe:
                 body, receive = await buffer_body(scope, receive)
-                if receive is _disconnected:  # nothing will be proxied: charge nothing
+                if receive is disconnected:  # nothing will be proxied: charge nothing
                     return decision, receive
             estimate = self.policy.estimate(body, length, scope["path"])
         outcome = await self.budget.reserve(rule.key, rule.limit, estimate, probe=rule.probe)
@@ -210,56 +209,5 @@ class TokenGate:
         return decision.but(identity=identity, response_headers=headers)
 
 
-async def buffer_body(scope: Scope, receive: Receive) -> tuple[bytes | None, Receive]:
-    """The whole request body when it is small enough to hold (a Content-Length up to the
-    proxy's buffer limit), and the ``receive`` that replays it; ``(None, receive)`` for a
-    chunked or larger body, which stays streamed. Read once, shared by the completion cache
-    and the token estimate."""
-    length = _content_length(scope)
-    if length is None or not 0 <= length <= BUFFER_LIMIT:
-        return None, receive
-    if not length:
-        return b"", receive
-    try:
-        body = await read_body(receive)
-    except ClientDisconnected:
-        return None, _disconnected
-    return body, _replay(body, receive)
-
-
 def _window(limit: Limit) -> str:
     return "minute" if limit.window_s == 60 else f"{limit.window_s:g} s"
-
-
-def _content_length(scope: Scope) -> int | None:
-    """The body's declared length; None when it is chunked, absent or malformed (the proxy
-    answers a malformed one itself)."""
-    length: int | None = None
-    for name, value in scope["headers"]:
-        if name == b"transfer-encoding":
-            return None
-        if name == b"content-length":
-            try:
-                length = int(value)
-            except ValueError:
-                return None
-    return length
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """``receive`` that first hands out the already-read body, then defers to the client
-    (so the proxy still notices a disconnect)."""
-    pending = True
-
-    async def replayed() -> Message:
-        nonlocal pending
-        if pending:
-            pending = False
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replayed
-
-
-async def _disconnected() -> Message:
-    return {"type": "http.disconnect"}

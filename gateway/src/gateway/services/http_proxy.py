@@ -42,6 +42,7 @@ from gateway.core.responses import send_problem
 from gateway.services.exchange import Exchanger, UpstreamFailure, wait_for_disconnect
 from gateway.services.proxy_tracing import build_proxy_tracer
 from gateway.services.request_body import (
+    BUFFER_LIMIT,
     BodyTooLarge,
     ClientBodyTimeout,
     ClientDisconnected,
@@ -60,7 +61,6 @@ from switchboard_common.request_context import request_id_from_headers
 
 logger = logging.getLogger("switchboard.gateway.proxy")
 
-BUFFER_LIMIT = 1024 * 1024  # bodies up to this size with a known length are read whole
 _EMPTY_BODY = {"type": "http.response.body", "body": b"", "more_body": False}
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from starlette.types import Message, Receive
+from starlette.types import Message, Receive, Scope
+
+BUFFER_LIMIT = 1024 * 1024  # bodies up to this size with a known length are read whole
 
 
 class BodyTooLarge(Exception):
@@ -93,3 +95,57 @@ async def read_body(receive: Receive) -> bytes:
         if not message.get("more_body", False):
             break
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+# --- bodies read before the proxy (completion cache, token estimate) ----------------------
+
+
+async def buffer_body(scope: Scope, receive: Receive) -> tuple[bytes | None, Receive]:
+    """The whole request body when it is small enough to hold (a Content-Length up to the
+    proxy's buffer limit), and the ``receive`` that replays it; ``(None, receive)`` for a
+    chunked or larger body, which stays streamed. Read once, shared by the completion cache
+    and the token estimate."""
+    length = content_length(scope)
+    if length is None or not 0 <= length <= BUFFER_LIMIT:
+        return None, receive
+    if not length:
+        return b"", receive
+    try:
+        body = await read_body(receive)
+    except ClientDisconnected:
+        return None, disconnected
+    return body, _replay(body, receive)
+
+
+def content_length(scope: Scope) -> int | None:
+    """The body's declared length; None when it is chunked, absent or malformed (the proxy
+    answers a malformed one itself)."""
+    length: int | None = None
+    for name, value in scope["headers"]:
+        if name == b"transfer-encoding":
+            return None
+        if name == b"content-length":
+            try:
+                length = int(value)
+            except ValueError:
+                return None
+    return length
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """``receive`` that first hands out the already-read body, then defers to the client
+    (so the proxy still notices a disconnect)."""
+    pending = True
+
+    async def replayed() -> Message:
+        nonlocal pending
+        if pending:
+            pending = False
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
+
+
+async def disconnected() -> Message:
+    return {"type": "http.disconnect"}
