@@ -13,6 +13,7 @@ test that kills B comes last among them.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import socket
@@ -23,6 +24,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import aiohttp
 import httpx
 import pytest
 from pydantic import ValidationError
@@ -30,6 +32,7 @@ from pydantic import ValidationError
 from gateway.config import Settings
 from gateway.services.balancer import CLOSED, HALF_OPEN, OPEN, Balancer, Instance, backoff_s
 from gateway.services.upstream_client import UpstreamClient
+from gateway.services.upstreams import UpstreamPool
 from switchboard_devtools.ports import free_port
 from switchboard_devtools.process import ManagedProcess
 from tests.fixtures.processes import Spawn, module_argv
@@ -403,3 +406,29 @@ def test_service_urls_accept_several_instances() -> None:
     for bad in ("http://a:1,https://b:2", "http://a:1,http://a:1", " , ", "http://a:1/x"):
         with pytest.raises(ValidationError, match="_url"):
             Settings(memory_url=bad)
+
+
+def test_calls_outside_the_proxy_feed_the_breaker_and_move_on() -> None:
+    """API-key checks and WebSocket connects (UpstreamPool.attempt): a refused connect
+    counts against that instance and the call goes to another one."""
+    dead, alive = "http://127.0.0.1:1", "http://127.0.0.1:2"
+    pool = UpstreamPool(Settings(auth_url=f"{dead},{alive}", breaker_failures=2))
+    calls: list[str] = []
+
+    async def call(origin: str) -> str:
+        calls.append(origin)
+        if origin == dead:
+            raise aiohttp.ClientConnectorError(None, OSError(111, "refused"))  # type: ignore[arg-type]
+        return "ok"
+
+    async def run() -> None:
+        for _ in range(4):
+            assert await pool.attempt("auth", call) == "ok"
+
+    asyncio.run(run())
+    first = pool.balancers["auth"].instances[0]
+    assert first.origin == dead and first.state == OPEN  # two refusals opened it
+    assert calls.count(dead) == 2 and calls.count(alive) == 4  # then it was skipped
+    only = UpstreamPool(Settings(auth_url=dead))
+    with pytest.raises(aiohttp.ClientConnectorError):  # nowhere else to go: the caller's
+        asyncio.run(only.attempt("auth", call))

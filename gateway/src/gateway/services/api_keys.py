@@ -99,25 +99,30 @@ class ApiKeyVerifier:
     async def _ask_auth(self, key: str) -> ApiKeyIdentity | None:
         gateway = Principal(sub="gateway", username="gateway", kind="service", scope=[])
         value, signature = sign_identity(gateway, self.secret)
-        url = self.pool.base_url("auth") + "/auth/internal/api-keys/verify"
-        try:
+        payload = ApiKeyVerifyRequest(key=key).model_dump_json()
+        headers = {
+            "content-type": "application/json",
+            "x-switchboard-identity": value,
+            "x-switchboard-signature": signature,
+        }
+
+        async def ask(origin: str) -> tuple[int, bytes]:
             async with self.pool.session.post(
-                url,
-                data=ApiKeyVerifyRequest(key=key).model_dump_json(),
-                headers={
-                    "content-type": "application/json",
-                    "x-switchboard-identity": value,
-                    "x-switchboard-signature": signature,
-                },
+                origin + "/auth/internal/api-keys/verify",
+                data=payload,
+                headers=headers,
                 timeout=aiohttp.ClientTimeout(total=3),
             ) as resp:
-                if resp.status in (401, 404, 422):
-                    return None
-                if resp.status != 200:
-                    raise AuthUnavailable(f"auth answered {resp.status}")
-                body = await resp.read()
+                return resp.status, await resp.read()
+
+        try:
+            status, body = await self.pool.attempt("auth", ask)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise AuthUnavailable(type(exc).__name__) from exc
+        if status in (401, 404, 422):
+            return None
+        if status != 200:
+            raise AuthUnavailable(f"auth answered {status}")
         try:
             return ApiKeyIdentity.model_validate_json(body)
         except ValidationError as exc:

@@ -10,6 +10,8 @@ Two kinds of client, created in the gateway's lifespan and closed on shutdown:
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -17,6 +19,8 @@ import aiohttp
 from gateway.config import Settings
 from gateway.services.balancer import Balancer, Instance
 from gateway.services.upstream_client import UpstreamClient
+
+T = TypeVar("T")
 
 
 class UpstreamPool:
@@ -101,6 +105,26 @@ class UpstreamPool:
             if session is not None:
                 await session.close()
         self._session = self._ws_session = None
+
+    async def attempt(self, service: str, call: Callable[[str], Awaitable[T]]) -> T:
+        """``call(origin)`` for a call outside the proxy (API-key checks, WebSocket
+        connects): an instance whose breaker is closed; a connect failure counts against
+        that instance's breaker (so these calls eject a dead instance too, not only
+        proxied traffic) and the call is made once more on another instance, if any."""
+        balancer = self.balancers[service]
+        inst = balancer.peek()
+        try:
+            result = await call(inst.origin)
+        except aiohttp.ClientConnectorError:
+            balancer.failed(inst)
+            other = balancer.peek()
+            if other is inst:
+                raise
+            inst = other
+            result = await call(inst.origin)  # a second failure is the caller's to report
+        if inst.failures:
+            balancer.succeeded(inst)
+        return result
 
     def base_url(self, service: str) -> str:
         """An instance's origin for a call outside the proxy hot path (WebSockets, health

@@ -145,22 +145,27 @@ class WebSocketProxy:
     ) -> aiohttp.ClientWebSocketResponse | None:
         """The upstream socket, or None once the client's handshake has been refused."""
         req = upstream_request_headers(scope, request_id, identity=identity, websocket=True)
-        base = self.pool.base_url(service).replace("http", "ws", 1)
-        target = base + (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+        path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
         query = _without_access_token(scope.get("query_string", b""))
         if query:
-            target += "?" + query
-        try:
+            path += "?" + query
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in req.headers]
+
+        async def connect(origin: str) -> aiohttp.ClientWebSocketResponse:
             return await self.pool.ws_session.ws_connect(
-                URL(target, encoded=True),
+                URL(origin.replace("http", "ws", 1) + path, encoded=True),
                 protocols=tuple(scope.get("subprotocols", ())),
-                headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in req.headers],
+                headers=headers,
                 # aiohttp refuses a message of exactly max_msg_size; ours is inclusive
                 max_msg_size=self.max_message_bytes + 1,
                 autoping=True,
                 heartbeat=None,
                 timeout=aiohttp.ClientWSTimeout(ws_close=UPSTREAM_CLOSE_TIMEOUT_S),
             )
+
+        try:
+            # a refused connect counts against that instance's breaker and tries another
+            return await self.pool.attempt(service, connect)
         except aiohttp.WSServerHandshakeError as exc:
             if 400 <= exc.status < 500:
                 # the service itself said no (no identity, no scope, unknown path): say so
