@@ -241,6 +241,26 @@ def test_websocket_replies_are_charged_as_they_end(
     assert total > 0
 
 
+def test_an_open_websocket_stops_when_the_budget_runs_out(
+    cluster: ClusterPlan, budgeted_user: tuple[Login, str], budget_store: redis.Redis
+) -> None:
+    """A socket opened while budget was left does not generate past it: once an HTTP chat
+    used the window up, the socket's next message closes it with 1013 (try again later)."""
+    user, user_id = budgeted_user
+    gateway = cluster.url("gateway")
+    ws_url = gateway.replace("http://", "ws://") + "/inference/ws"
+    with ws_connect(ws_url, additional_headers=user.headers, open_timeout=10) as ws:
+        big = chat(gateway, user, "a " * 450)  # overshoots the whole budget
+        assert big.status_code == 200, big.text
+        usage = big.json()["usage"]
+        wait_for_used(budget_store, user_id, usage["prompt_tokens"] + usage["completion_tokens"])
+        ws.send(json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}))
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+    assert "token budget exhausted" in closed.value.rcvd.reason
+
+
 def test_a_refused_generation_gives_its_estimate_back(
     cluster: ClusterPlan, budgeted_user: tuple[Login, str], budget_store: redis.Redis
 ) -> None:

@@ -98,7 +98,10 @@ class GatewayApp:
                     await _refuse_websocket(scope, receive, send, decision, request_id)
                 else:
                     principal = decision.principal.sub if decision.principal else None
-                    await self.ws_proxy(scope, receive, send, service, decision.identity, principal)
+                    probe = None if self.tokens is None else self.tokens.probe_for(scope, decision)
+                    await self.ws_proxy(
+                        scope, receive, send, service, decision.identity, principal, probe
+                    )
                 return
         await self.api(scope, receive, send)
 

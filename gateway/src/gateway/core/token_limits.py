@@ -23,6 +23,7 @@ charged the usage stored with it, at admission, instead of an estimate: same win
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -140,6 +141,9 @@ def _prompt_chars(document: dict[str, Any]) -> int:
     return total
 
 
+BudgetProbe = Callable[[], Awaitable[float | None]]
+
+
 class TokenGate:
     """Admits a budgeted request (its reservation rides to the service with the identity
     headers, its budget headers to the client) or turns it into a 429."""
@@ -181,6 +185,21 @@ class TokenGate:
         if cost is not None:  # nothing goes upstream: no reservation to forward
             outcome = replace(outcome, reservation=None)
         return self.decide(decision, rule, outcome, estimate), receive
+
+    def probe_for(self, scope: Scope, decision: Decision) -> BudgetProbe | None:
+        """For a budgeted WebSocket: a check to run before each message the client sends
+        (some budget must be left, as at the handshake), returning None when it may go on,
+        else the seconds until the window frees up. None: the socket is not budgeted."""
+        rule = self.rule(scope, decision)
+        if rule is None or not rule.probe:
+            return None
+        budget = self.budget
+
+        async def probe() -> float | None:
+            outcome = await budget.reserve(rule.key, rule.limit, 0, probe=True)
+            return None if outcome.allowed else max(1.0, outcome.reset_s)
+
+        return probe
 
     def rule(self, scope: Scope, decision: Decision) -> TokenRule | None:
         """The budget the request spends, if any."""

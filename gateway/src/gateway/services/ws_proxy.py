@@ -23,7 +23,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode
 
@@ -87,9 +89,11 @@ class WebSocketProxy:
         service: str,
         identity: list[tuple[bytes, bytes]] | None = None,
         principal: str | None = None,
+        budget_probe: Callable[[], Awaitable[float | None]] | None = None,
     ) -> None:
         """Proxy one WebSocket. ``principal``: the caller's id, for the per-caller cap
-        (None on public routes, which are not capped)."""
+        (None on public routes, which are not capped). ``budget_probe``: run before each
+        client message on a token-budgeted socket; an exhausted budget closes it (1013)."""
         first = await receive()
         if first["type"] != "websocket.connect":
             return
@@ -127,7 +131,7 @@ class WebSocketProxy:
             except (OSError, RuntimeError):  # the client left during the upstream handshake
                 await upstream.close(code=CLOSE_GOING_AWAY)
                 return
-            session = _Session(receive, send, upstream, self.max_message_bytes)
+            session = _Session(receive, send, upstream, self.max_message_bytes, budget_probe)
             await session.run(self.idle_timeout_s)
         finally:
             if key is not None:
@@ -203,11 +207,13 @@ class _Session:
         send: Send,
         upstream: aiohttp.ClientWebSocketResponse,
         max_message_bytes: int,
+        budget_probe: Callable[[], Awaitable[float | None]] | None = None,
     ) -> None:
         self.receive = receive
         self.send = send
         self.upstream = upstream
         self.max_bytes = max_message_bytes
+        self.budget_probe = budget_probe
         self.loop = asyncio.get_running_loop()
         self.last_frame = self.loop.time()
 
@@ -252,6 +258,13 @@ class _Session:
             kind = message["type"]
             if kind == "websocket.receive":
                 self.last_frame = self.loop.time()
+                if self.budget_probe is not None:
+                    # each message may start a generation: the token budget must have
+                    # something left, as at the handshake (docs/rate-limits.md)
+                    wait_s = await self.budget_probe()
+                    if wait_s is not None:
+                        reason = f"token budget exhausted; retry in {math.ceil(wait_s)} s"
+                        return Ending((CLOSE_TRY_AGAIN_LATER, reason), CLOSE_GOING_AWAY)
                 text: str | None = message.get("text")
                 try:
                     if text is not None:
