@@ -213,13 +213,22 @@ class TokenGate:
         headers = [*decision.response_headers, *outcome.headers()]
         if not outcome.allowed:
             wait = max(1, round(outcome.reset_s))
+            left = max(0, outcome.remaining)
+            # a WebSocket handshake needs just some budget left; a request, its estimate
+            why = (
+                "none left"
+                if rule.probe
+                else f"{left} left; this request is estimated at {estimate}"
+            )
+            extensions: dict[str, object] = {"token_limit": outcome.limit}
+            if not rule.probe:
+                extensions["estimated_tokens"] = estimate
             return Decision(
                 status=429,
-                detail=f"Token budget of {outcome.limit} tokens per "
-                f"{_window(rule.limit)} reached ({max(0, outcome.remaining)} left; this "
-                f"request is estimated at {estimate}); retry in {wait} s.",
+                detail=f"Token budget of {outcome.limit} tokens per {_window(rule.limit)} "
+                f"reached ({why}); retry in {wait} s.",
                 response_headers=headers,
-                extensions={"token_limit": outcome.limit, "estimated_tokens": estimate},
+                extensions=extensions,
             )
         identity = decision.identity
         if outcome.reservation is not None:
