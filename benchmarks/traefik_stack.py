@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from gateway.models.limits import Limit
+from switchboard_common.limits import Limit
 from switchboard_devtools.traefik import RedisEndpoint, single_upstream_config
 from switchboard_devtools.traefik_process import start_traefik
 

@@ -15,9 +15,9 @@ import pytest
 import redis
 
 from benchmarks.traefik_stack import traefik_forwardauth
-from gateway.core.access import PUBLIC_PATHS
-from gateway.models.limits import Limit
 from switchboard_common.identity import Principal, sign_identity
+from switchboard_common.limits import Limit
+from switchboard_common.routes import PUBLIC_PATHS
 from switchboard_devtools.cluster import SERVICES, ClusterPlan
 from switchboard_devtools.ports import free_port
 from switchboard_devtools.traefik import RedisEndpoint, TraefikPlan, dynamic_config

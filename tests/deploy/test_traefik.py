@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from gateway.core.route_table import ROUTES
+from switchboard_common.routes import ROUTES
 from tests.deploy.compose import compose_services, listening_ports
 from tests.deploy.support import COMPOSE_DIR, IDENTITY_HEADERS, ROOT
 

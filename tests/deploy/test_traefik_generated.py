@@ -14,8 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.core.access import PUBLIC_PATHS
-from gateway.core.route_table import ROUTES
+from switchboard_common.routes import PUBLIC_PATHS, ROUTES
 from switchboard_devtools.cli import main as switchboard_dev
 from switchboard_devtools.traefik import (
     RedisEndpoint,

@@ -9,6 +9,7 @@ from gateway.core.cache import DEFAULT_CACHE_ROUTES, parse_cache_routes
 from gateway.models.limits import Limit, parse_limits
 from gateway.models.priority import parse_priority_map
 from switchboard_common import ServiceSettings
+from switchboard_common.routes import DEFAULT_ANONYMOUS_RATE_LIMIT, DEFAULT_RATE_LIMITS
 
 
 class Settings(ServiceSettings):
@@ -117,12 +118,13 @@ class Settings(ServiceSettings):
     # --- rate limits (see docs/rate-limits.md) ---
     rate_limit_enabled: bool = Field(default=True, description="Enforce rate limits.")
     rate_limits: str = Field(
-        default="default=120/minute,free=120/minute,pro=1200/minute",
+        default=DEFAULT_RATE_LIMITS,
         description="Per-tier limits per principal and service, e.g. `free=60/minute,"
         "pro=600/minute`; `default` covers tiers not listed; `0` means unlimited.",
     )
     anonymous_rate_limit: str = Field(
-        default="60/minute", description="Limit per client IP on public routes (`0`: none)."
+        default=DEFAULT_ANONYMOUS_RATE_LIMIT,
+        description="Limit per client IP on public routes (`0`: none).",
     )
     rate_limit_timeout_s: float = Field(
         default=0.05,

@@ -15,14 +15,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-PUBLIC_PATHS = frozenset(
-    {
-        "/auth/register",
-        "/auth/token",
-        "/auth/refresh",
-        "/auth/.well-known/jwks.json",
-    }
-)
+from switchboard_common.routes import PUBLIC_PATHS
+
 BLOCKED_PREFIXES = ("/auth/internal/", "/auth/internal")
 SERVICE_SCOPES: dict[str, str | None] = {
     "auth": None,  # any authenticated caller; the auth service checks roles itself

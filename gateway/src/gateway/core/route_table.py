@@ -10,15 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-ROUTES: tuple[tuple[str, str], ...] = (
-    ("/auth", "auth"),
-    ("/inference", "inference"),
-    ("/code", "inference"),
-    ("/v1", "inference"),
-    ("/api", "inference"),
-    ("/knowledge", "knowledge"),
-    ("/memory", "memory"),
-)
+from switchboard_common.routes import ROUTES
+
+__all__ = ["ROUTES", "RouteTable"]
 
 
 class RouteTable:

@@ -3,8 +3,8 @@
 ``dynamic_config`` turns a ``TraefikPlan`` (where the gateway, the services and Redis are)
 into Traefik's file-provider document, so Traefik can route clients straight to the
 services while the gateway keeps deciding who may pass (forwardAuth to
-``/gateway/verify``). The prefixes come from ``gateway.core.route_table.ROUTES`` and the
-public paths from ``gateway.core.access.PUBLIC_PATHS``: the two front doors cannot drift
+``/gateway/verify``). The prefixes and public paths come from ``switchboard_common.routes``,
+which the gateway's route table and access rules use too: the two front doors cannot drift
 apart, and ``tests/deploy/test_traefik_generated.py`` fails when the committed
 ``deploy/traefik/*.yml`` is older than the code.
 
@@ -33,10 +33,13 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from gateway.config import Settings as GatewaySettings
-from gateway.core.access import PUBLIC_PATHS
-from gateway.core.route_table import ROUTES
-from gateway.models.limits import Limit, parse_limits
+from switchboard_common.limits import Limit, parse_limits
+from switchboard_common.routes import (
+    DEFAULT_ANONYMOUS_RATE_LIMIT,
+    DEFAULT_RATE_LIMITS,
+    PUBLIC_PATHS,
+    ROUTES,
+)
 
 IDENTITY_HEADERS = ("X-Switchboard-Identity", "X-Switchboard-Signature")
 # Internal headers only the gateway may set: a client's are removed before anything runs.
@@ -61,11 +64,10 @@ COMPOSE_REDIS = "redis://redis:6379/4"  # db 4: Traefik's buckets, beside the se
 
 
 def default_limits() -> tuple[Limit | None, Limit | None]:
-    """The gateway's default (per-principal tier, per-IP anonymous) limits, from its settings
-    class, so Traefik's buckets follow a change of the gateway's defaults."""
-    fields = GatewaySettings.model_fields
-    tiers = parse_limits(str(fields["rate_limits"].default))
-    anonymous = str(fields["anonymous_rate_limit"].default)
+    """The gateway's default (per-principal tier, per-IP anonymous) limits, from the shared
+    contract its settings default to, so Traefik's buckets follow a change of them."""
+    tiers = parse_limits(DEFAULT_RATE_LIMITS)
+    anonymous = DEFAULT_ANONYMOUS_RATE_LIMIT
     public = None if anonymous.strip().lower() in ("", "0", "none") else Limit.parse(anonymous)
     return tiers.get("default"), public
 
@@ -292,7 +294,7 @@ def static_config(
 
 HEADER = """\
 # GENERATED: Traefik v3 {what}, from the gateway's route table and public paths
-# (gateway/src/gateway/core/route_table.py, core/access.py). Do not edit. Regenerate with
+# (libs/common/src/switchboard_common/routes.py). Do not edit. Regenerate with
 # `switchboard-dev traefik-config --out deploy/traefik/dynamic.yml`, or refresh both files
 # with `UPDATE_DEPLOY=1 pytest tests/deploy/test_traefik_generated.py`.
 # docs/deploy.md, "Traefik in front", explains what is enforced where.
