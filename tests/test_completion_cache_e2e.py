@@ -12,16 +12,15 @@ import re
 import secrets
 import socket
 import time
-from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 import redis
 
-from switchboard_devtools.cluster import GATEWAY_REDIS_DB, ClusterPlan
-from tests.fixtures.cluster import TPM_TEST_LIMIT, TPM_TEST_TIER
-from tests.support.auth_client import Login, login, new_user
+from switchboard_devtools.cluster import ClusterPlan
+from tests.fixtures.cluster import TPM_TEST_LIMIT
+from tests.support.auth_client import Login, new_user
 
 MODEL = "llama3.2"
 
@@ -183,28 +182,6 @@ def test_an_openai_stream_without_usage_is_left_to_the_inference_cache(
 
 
 # --- token budgets --------------------------------------------------------------------------
-
-
-@pytest.fixture
-def budgeted_user(cluster: ClusterPlan, cluster_admin: Login) -> tuple[Login, str]:
-    gateway = cluster.url("gateway")
-    fresh = new_user(gateway)
-    me = httpx.get(gateway + "/auth/me", headers=fresh.headers, timeout=10).json()
-    patched = httpx.patch(
-        f"{gateway}/auth/admin/users/{me['id']}",
-        json={"tier": TPM_TEST_TIER},
-        headers=cluster_admin.headers,
-        timeout=10,
-    )
-    assert patched.status_code == 200, patched.text
-    return login(gateway, fresh.username, fresh.password), me["id"]
-
-
-@pytest.fixture
-def budget_store(cluster: ClusterPlan) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(f"{cluster.redis_url}/{GATEWAY_REDIS_DB}")
-    yield client
-    client.close()
 
 
 def test_hits_are_charged_and_refused_once_the_budget_is_spent(

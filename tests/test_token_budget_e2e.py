@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -19,38 +18,14 @@ from websockets.sync.client import connect as ws_connect
 
 from inference_service.services.token_settlement import REPORTS, SettlementReporter
 from switchboard_common.internal_calls import UsageSettlement
-from switchboard_devtools.cluster import GATEWAY, GATEWAY_REDIS_DB, ClusterPlan
+from switchboard_devtools.cluster import GATEWAY, ClusterPlan
 from switchboard_devtools.ports import free_port
-from tests.fixtures.cluster import TPM_TEST_LIMIT, TPM_TEST_TIER
+from tests.fixtures.cluster import TPM_TEST_LIMIT
 from tests.fixtures.processes import Spawn, module_argv
-from tests.support.auth_client import Login, login, new_user
+from tests.support.auth_client import Login, new_user
 
 MODEL = "llama3.2"
 NUM_PREDICT = 24
-
-
-@pytest.fixture
-def budgeted_user(cluster: ClusterPlan, cluster_admin: Login) -> tuple[Login, str]:
-    """A fresh user moved into the small ``tpm-test`` tier, logged in again (the tier is in
-    the token), and its user id."""
-    gateway = cluster.url("gateway")
-    fresh = new_user(gateway)
-    me = httpx.get(gateway + "/auth/me", headers=fresh.headers, timeout=10).json()
-    patched = httpx.patch(
-        f"{gateway}/auth/admin/users/{me['id']}",
-        json={"tier": TPM_TEST_TIER},
-        headers=cluster_admin.headers,
-        timeout=10,
-    )
-    assert patched.status_code == 200, patched.text
-    return login(gateway, fresh.username, fresh.password), me["id"]
-
-
-@pytest.fixture
-def budget_store(cluster: ClusterPlan) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(f"{cluster.redis_url}/{GATEWAY_REDIS_DB}")
-    yield client
-    client.close()
 
 
 def used_tokens(store: redis.Redis, user_id: str) -> int:

@@ -27,19 +27,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.core.cache import parse_cache_control
+from gateway.core.token_limits import GENERATION_PATHS
 
 # The generation routes whose answers are cached (``/code/analyze`` is not: its answer
 # mixes static analysis with the review and the inference service does not cache it whole).
-COMPLETION_PATHS = frozenset(
-    {
-        "/inference/chat",
-        "/inference/generate",
-        "/v1/chat/completions",
-        "/v1/completions",
-        "/api/chat",
-        "/api/generate",
-    }
-)
+COMPLETION_PATHS = GENERATION_PATHS - {"/code/analyze"}
 SSE = b"text/event-stream"
 NDJSON = b"application/x-ndjson"
 MAX_FRAMES = 8192  # frames kept per streamed answer; a longer stream is not stored
