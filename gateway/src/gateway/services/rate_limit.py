@@ -20,7 +20,6 @@ timeout per ``retry_s``, not one per request). It recovers by itself.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from dataclasses import dataclass, field
 
@@ -30,8 +29,7 @@ from redis.exceptions import RedisError
 
 from gateway.models.limits import Limit
 from gateway.services.rate_limit_script import ACQUIRE
-
-logger = logging.getLogger("switchboard.gateway.rate_limit")
+from gateway.services.redis_guard import RedisGuard
 
 FAIL_OPEN = Counter(
     "switchboard_gateway_rate_limit_fail_open_total",
@@ -89,14 +87,12 @@ class RateLimiter:
         self.redis = redis
         self.script = redis.register_script(ACQUIRE)
         self.timeout_s = timeout_s
-        self.retry_s = retry_s
         self.lease_max = lease_max
         self.lease_ttl_s = lease_ttl_s
         self.prefix = prefix
         self._leases: dict[str, _Lease] = {}
         self._inflight: dict[str, asyncio.Future[None]] = {}
-        self._skip_until = 0.0
-        self._last_warning = 0.0
+        self.guard = RedisGuard("rate limits not enforced", retry_s)
 
     async def hit(self, key: str, limit: Limit) -> Outcome:
         # Single flight per key: requests arriving while this replica is already asking
@@ -115,7 +111,7 @@ class RateLimiter:
                 return Outcome(
                     True, limit.count, lease.remaining + lease.left, lease.reset_at - now
                 )
-        if now < self._skip_until:
+        if self.guard.skipping(now):
             return self._fail_open()
         size = self._lease_size(lease, limit, now)
         flight: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -127,8 +123,8 @@ class RateLimiter:
                     args=[limit.count, int(limit.window_s * 1000), size],
                 )
         except (RedisError, OSError, TimeoutError) as exc:
-            self._skip_until = now + self.retry_s
-            return self._fail_open(exc)
+            self.guard.failed(exc, now)
+            return self._fail_open()
         finally:
             del self._inflight[key]
             flight.set_result(None)
@@ -153,13 +149,9 @@ class RateLimiter:
         room = lease.remaining // 4
         return max(1, min(self.lease_max, busy, room))
 
-    def _fail_open(self, exc: BaseException | None = None) -> Outcome:
+    def _fail_open(self) -> Outcome:
         FAIL_OPEN.inc()
         DECISIONS.labels("allowed", "fail_open").inc()
-        now = time.monotonic()
-        if exc is not None and now - self._last_warning > 10:
-            self._last_warning = now
-            logger.warning("rate limits not enforced, Redis unavailable: %s", type(exc).__name__)
         return Outcome(True, 0, 0, 0)
 
     def _forget_idle(self, now: float) -> None:

@@ -45,6 +45,7 @@ from gateway.core.monitoring import (
     CACHE_STORES,
 )
 from gateway.services.cache_capture import NOT_MODIFIED_KEEP, Capture, Invalidating
+from gateway.services.redis_guard import RedisGuard
 from switchboard_common.identity import Principal
 
 logger = logging.getLogger("switchboard.gateway.cache")
@@ -112,10 +113,8 @@ class ResponseCache:
         self.policy = policy
         self.max_bytes = max_bytes
         self.timeout_s = timeout_s
-        self.retry_s = retry_s
         self.prefix = prefix
-        self._skip_until = 0.0
-        self._last_warning = 0.0
+        self.guard = RedisGuard("response cache bypassed", retry_s)
         self._pending: set[str] = set()  # invalidations Redis has not taken yet
         # plans are immutable: built once, so planning allocates nothing per request
         self._read_plans = {g.tag: CachePlan(g) for g in policy.groups}
@@ -194,18 +193,15 @@ class ResponseCache:
     async def _ask(self, call: Callable[[], Awaitable[T]]) -> T | None:
         """``call``'s result, or None when Redis is skipped, fails or is slow (fail open)."""
         now = time.monotonic()
-        if now < self._skip_until:
+        if self.guard.skipping(now):
             CACHE_FAIL_OPEN.inc()
             return None
         try:
             async with asyncio.timeout(self.timeout_s):
                 return await call()
         except (RedisError, OSError, TimeoutError) as exc:
-            self._skip_until = now + self.retry_s
+            self.guard.failed(exc, now)
             CACHE_FAIL_OPEN.inc()
-            if now - self._last_warning > 10:
-                self._last_warning = now
-                logger.warning("response cache bypassed, Redis unavailable: %s", type(exc).__name__)
             return None
 
     async def invalidate(self, tags: set[str], source: str) -> None:

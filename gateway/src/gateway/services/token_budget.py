@@ -27,7 +27,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import logging
 import secrets
 import time
 from dataclasses import dataclass
@@ -37,10 +36,9 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from gateway.models.limits import Limit
+from gateway.services.redis_guard import RedisGuard
 from gateway.services.token_budget_script import RESERVE, SETTLE
 from switchboard_common.internal_calls import MAX_CALL_AGE_S, UsageSettlement
-
-logger = logging.getLogger("switchboard.gateway.token_budget")
 
 DECISIONS = Counter(
     "switchboard_gateway_token_budget_decisions_total",
@@ -145,10 +143,8 @@ class TokenBudget:
         self.reserve_script = redis.register_script(RESERVE)
         self.settle_script = redis.register_script(SETTLE)
         self.timeout_s = timeout_s
-        self.retry_s = retry_s
         self.prefix = prefix
-        self._skip_until = 0.0
-        self._last_warning = 0.0
+        self.guard = RedisGuard("token budgets not enforced", retry_s)
 
     def _keys(self, key: str) -> list[str]:
         # one hash tag per budget: the scripts' keys share a slot on a Redis Cluster
@@ -163,7 +159,7 @@ class TokenBudget:
     @property
     def available(self) -> bool:
         """False while Redis is skipped after a failure (admission fails open then)."""
-        return time.monotonic() >= self._skip_until
+        return not self.guard.skipping()
 
     def charged(
         self, limit: Limit, admitted: int, remaining: int, reset_ms: int, charge: int
@@ -188,7 +184,7 @@ class TokenBudget:
         window_ms = int(limit.window_s * 1000)
         reservation = Reservation(secrets.token_urlsafe(12), window_ms, key)
         now = time.monotonic()
-        if now < self._skip_until:
+        if self.guard.skipping(now):
             return self._fail_open(reservation)
         need, charge = (1, 0) if probe else (max(1, estimate), max(1, estimate))
         try:
@@ -198,8 +194,8 @@ class TokenBudget:
                     args=[limit.count, window_ms, need, charge, reservation.charge_id],
                 )
         except (RedisError, OSError, TimeoutError) as exc:
-            self._skip_until = now + self.retry_s
-            return self._fail_open(reservation, exc)
+            self.guard.failed(exc, now)
+            return self._fail_open(reservation)
         reset_s = int(reset_ms) / 1000
         if not int(admitted):
             DECISIONS.labels("denied").inc()
@@ -236,14 +232,8 @@ class TokenBudget:
         SETTLED.inc(report.total_tokens)
         return True
 
-    def _fail_open(
-        self, reservation: Reservation, exc: BaseException | None = None
-    ) -> TokenOutcome:
+    def _fail_open(self, reservation: Reservation) -> TokenOutcome:
         """Admit without a check; the reservation still goes out, so the usage reported
         later is charged once Redis answers again."""
         DECISIONS.labels("fail_open").inc()
-        now = time.monotonic()
-        if exc is not None and now - self._last_warning > 10:
-            self._last_warning = now
-            logger.warning("token budgets not enforced, Redis unavailable: %s", type(exc).__name__)
         return TokenOutcome(True, 0, 0, 0, reservation.seal(self.secret))
