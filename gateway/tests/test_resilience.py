@@ -31,7 +31,7 @@ from pydantic import ValidationError
 
 from gateway.config import Settings
 from gateway.services.balancer import CLOSED, HALF_OPEN, OPEN, Balancer, Instance, backoff_s
-from gateway.services.upstream_client import UpstreamClient
+from switchboard_common.lean_http import UpstreamClient
 from gateway.services.upstreams import UpstreamPool
 from switchboard_devtools.ports import free_port
 from switchboard_devtools.process import ManagedProcess

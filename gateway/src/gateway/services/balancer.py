@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from typing import Literal
 
 from gateway.core.monitoring import UPSTREAM_BREAKER_OPENED, UPSTREAM_BREAKER_STATE
-from gateway.services.upstream_client import UpstreamClient
+from switchboard_common.lean_http import UpstreamClient
 
 logger = logging.getLogger("switchboard.gateway.balancer")
 

@@ -32,7 +32,7 @@ from gateway.config import Settings
 from gateway.core.monitoring import UPSTREAM_ERRORS, UPSTREAM_RETRIES
 from gateway.services.balancer import HALF_OPEN, Balancer, Instance, backoff_s
 from gateway.services.request_body import ClientDisconnected, RequestBodyStream
-from gateway.services.upstream_client import (
+from switchboard_common.lean_http import (
     UpstreamConnectError,
     UpstreamConnection,
     UpstreamDisconnected,

@@ -49,7 +49,7 @@ from gateway.services.request_body import (
     RequestBodyStream,
     read_body,
 )
-from gateway.services.upstream_client import (
+from switchboard_common.lean_http import (
     UpstreamConnection,
     UpstreamError,
     UpstreamResponse,

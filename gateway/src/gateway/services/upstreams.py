@@ -18,7 +18,7 @@ import aiohttp
 
 from gateway.config import Settings
 from gateway.services.balancer import Balancer, Instance
-from gateway.services.upstream_client import UpstreamClient
+from switchboard_common.lean_http import UpstreamClient
 
 T = TypeVar("T")
 

@@ -1,6 +1,7 @@
-"""A lean HTTP/1.1 client for the proxy hot path: asyncio Protocol + httptools' C parser.
+"""A lean HTTP/1.1 client for hot paths: asyncio Protocol + httptools' C parser.
 
-Why not aiohttp here: measured on this machine a minimal uvicorn + aiohttp proxy spends
+Used by the gateway's proxy and by the inference service's Ollama streams (the two paths
+where a client's per-request cost shows in every response). Why not aiohttp or httpx there: measured on this machine a minimal uvicorn + aiohttp proxy spends
 ~330 µs CPU per request where uvicorn itself needs ~60 µs; nearly all of the rest is the
 client's per-request machinery (request/response objects, timers, stream readers). This
 client does per request: one ``transport.write`` (head and small body together), one C

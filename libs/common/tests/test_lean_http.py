@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from gateway.services.upstream_client import (
+from switchboard_common.lean_http import (
     MAX_BUFFERED,
     UpstreamClient,
     UpstreamConnectError,
