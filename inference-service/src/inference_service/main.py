@@ -4,8 +4,10 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.middleware import Middleware
 
 from inference_service.config import Settings
+from inference_service.core.fast_stream import FastStreamPath
 from inference_service.dependencies import inference_for
 from inference_service.routes import code, generation, models, ollama_api, openai, queue, status, ws
 from inference_service.services.backends import Backend, BackendPool, CircuitBreaker
@@ -38,7 +40,9 @@ def build_pool(settings: Settings, stack: AsyncExitStack) -> BackendPool:
         http = create_http_client(url, timeouts=timeouts)
         stack.push_async_callback(http.aclose)
         breaker = CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown_s)
-        backends.append(Backend(OllamaClient(http, retry), breaker))
+        client = OllamaClient(http, retry)
+        stack.callback(client.close)
+        backends.append(Backend(client, breaker))
     return BackendPool(backends, settings.model_refresh_interval_s)
 
 
@@ -81,4 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     reporter = SettlementReporter(settings.gateway_url, settings.internal_secret)
     app.state.token_reporter = reporter
     app.add_middleware(TokenReservationMiddleware, reporter=reporter)
+    # streamed native chat/generate bypass FastAPI's routing (the time-to-first-token path);
+    # appended, not added: innermost, so every other middleware still wraps it
+    app.user_middleware.append(Middleware(FastStreamPath, service_app=app))
     return app

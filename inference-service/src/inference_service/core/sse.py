@@ -61,14 +61,22 @@ async def native_events(
             if name == "queued":
                 yield "queued", {"position": data["position"]}
                 continue
-            piece = chunk_text(data)
-            if piece:
-                yield "token", {"content": piece}
-            if data.get("done"):
-                yield "usage", usage_of(data)
-                yield "done", {"done_reason": data.get("done_reason") or "stop"}
+            for event in chunk_events(data):
+                yield event
     except Exception as exc:
         yield "error", error_problem(exc)
+
+
+def chunk_events(chunk: dict[str, Any]) -> list[NativeEvent]:
+    """The native events of one Ollama chunk: its ``token``; ``usage`` and ``done`` last."""
+    events: list[NativeEvent] = []
+    piece = chunk_text(chunk)
+    if piece:
+        events.append(("token", {"content": piece}))
+    if chunk.get("done"):
+        events.append(("usage", usage_of(chunk)))
+        events.append(("done", {"done_reason": chunk.get("done_reason") or "stop"}))
+    return events
 
 
 async def sse_stream(events: AsyncIterator[NativeEvent]) -> AsyncIterator[bytes]:

@@ -53,7 +53,10 @@ async def answer(
     """JSON answer, or an SSE stream whose first event was already produced."""
     gen.cache = cache
     if stream:
-        events = await prime(native_events(with_positions(lambda cb: service.stream(gen, cb))))
+        # primed before native_events turns errors into events: one before any output
+        # (unknown model, backend down, queue full) is a status code, not a 200 stream
+        items = await prime(with_positions(lambda cb: service.stream(gen, cb)))
+        events = native_events(items)
         return StreamingResponse(
             sse_stream(events),
             media_type="text/event-stream",

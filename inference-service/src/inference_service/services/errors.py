@@ -73,3 +73,16 @@ class UpstreamStreamError(OllamaError):
     """The model failed after output had begun; the stream cannot be resumed."""
 
     status, slug, title = 502, "bad-gateway", "Bad Gateway"
+
+
+def raise_for_answer(status: int, message: str, model: str | None) -> None:
+    """Raise the translated error for an Ollama answer with ``status`` >= 400."""
+    if status < 400:
+        return
+    if status == 404 and model is not None:
+        raise ModelNotFound(model, [])
+    if status == 429:
+        raise OllamaUnavailable(f"The model backend is overloaded: {message}")
+    if status in (400, 422):
+        raise OllamaBadRequest(f"The model backend rejected the request: {message}")
+    raise OllamaError(f"The model backend answered {status}: {message}")

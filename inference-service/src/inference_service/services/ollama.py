@@ -31,12 +31,12 @@ from tenacity import (
 )
 
 from inference_service.services.errors import (
-    ModelNotFound,
-    OllamaBadRequest,
     OllamaError,
     OllamaUnavailable,
     UpstreamStreamError,
+    raise_for_answer,
 )
+from inference_service.services.ollama_stream import LeanNdjsonClient, error_message, parse_line
 
 JsonDict = dict[str, Any]
 _TRANSPORT_ERRORS = (httpx.TransportError,)
@@ -60,14 +60,19 @@ class _Retryable(Exception):
         self.status = status
 
 
-def _error_message(body: bytes) -> str:
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return body.decode(errors="replace")[:200]
-    if isinstance(data, dict) and isinstance(data.get("error"), str):
-        return str(data["error"])
-    return str(data)[:200]
+def _lean_client(http: httpx.AsyncClient, retry: RetryPolicy) -> LeanNdjsonClient | None:
+    url = http.base_url
+    if url.scheme != "http" or not url.host:
+        return None
+    timeout = http.timeout
+    return LeanNdjsonClient(
+        url.host,
+        url.port or 80,
+        connect_timeout_s=timeout.connect or 5.0,
+        read_timeout_s=timeout.read or 300.0,
+        retries=retry.retries,
+        backoff=(retry.base_s, retry.max_s, retry.jitter_s),
+    )
 
 
 class OllamaClient:
@@ -76,6 +81,14 @@ class OllamaClient:
     def __init__(self, http: httpx.AsyncClient, retry: RetryPolicy | None = None) -> None:
         self.http = http
         self.retry = retry or RetryPolicy()
+        # streams (every generation's hot path) go over the lean client when it can reach
+        # the backend: plain http:// only (docs/inference.md#backends)
+        self.lean = _lean_client(http, self.retry)
+
+    def close(self) -> None:
+        """Close the lean client's pooled connections (``http`` is closed by its owner)."""
+        if self.lean is not None:
+            self.lean.close()
 
     @property
     def base_url(self) -> str:
@@ -107,7 +120,7 @@ class OllamaClient:
                     except _TRANSPORT_ERRORS as exc:
                         raise _Retryable(f"{type(exc).__name__}: {exc}") from exc
                     if response.status_code >= 500:
-                        text = _error_message(await response.aread())
+                        text = error_message(await response.aread())
                         await response.aclose()
                         raise _Retryable(text, response.status_code)
                     return response
@@ -121,15 +134,9 @@ class OllamaClient:
         """Raise the translated error for a 4xx answer (closes the response)."""
         if response.status_code < 400:
             return
-        message = _error_message(await response.aread())
+        message = error_message(await response.aread())
         await response.aclose()
-        if response.status_code == 404 and model is not None:
-            raise ModelNotFound(model, [])
-        if response.status_code == 429:
-            raise OllamaUnavailable(f"The model backend is overloaded: {message}")
-        if response.status_code in (400, 422):
-            raise OllamaBadRequest(f"The model backend rejected the request: {message}")
-        raise OllamaError(f"The model backend answered {response.status_code}: {message}")
+        raise_for_answer(response.status_code, message, model)
 
     async def _json(self, method: str, path: str, body: JsonDict | None = None) -> JsonDict:
         model = body.get("model") if body else None
@@ -151,21 +158,20 @@ class OllamaClient:
             raise OllamaUnavailable(f"The model failed: {data['error']}")
         return data if isinstance(data, dict) else {"value": data}
 
-    async def _stream(self, path: str, body: JsonDict) -> AsyncIterator[JsonDict]:
+    def _stream(self, path: str, body: JsonDict) -> AsyncIterator[JsonDict]:
+        if self.lean is not None:
+            return self.lean.stream(path, body)
+        return self._httpx_stream(path, body)
+
+    async def _httpx_stream(self, path: str, body: JsonDict) -> AsyncIterator[JsonDict]:
         model = body.get("model")
         response = await self._send("POST", path, {**body, "stream": True})
         try:
             await self._check(response, model if isinstance(model, str) else None)
             async for line in response.aiter_lines():
-                if not line.strip():
-                    continue
-                try:
-                    chunk = json.loads(line)
-                except ValueError as exc:
-                    raise UpstreamStreamError("The model backend sent a malformed line.") from exc
-                if isinstance(chunk, dict) and "error" in chunk:
-                    raise UpstreamStreamError(f"The model failed mid-stream: {chunk['error']}")
-                yield chunk
+                chunk = parse_line(line)
+                if chunk is not None:
+                    yield chunk
         except _TRANSPORT_ERRORS as exc:
             raise UpstreamStreamError(
                 f"The model backend connection failed mid-stream ({type(exc).__name__})."

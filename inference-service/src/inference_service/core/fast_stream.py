@@ -1,0 +1,244 @@
+"""The streaming hot path: ``POST /inference/chat`` and ``/inference/generate`` with
+``"stream": true``, served as raw ASGI instead of through FastAPI's routing.
+
+Time to first token is what a streaming user feels, and FastAPI's per-request machinery
+(routing, body parsing, dependency solving) was ~1.5 ms of the service's added time
+(docs/benchmarks.md, S1). This component sits innermost in the middleware stack (request
+ids, metrics, tracing, token settlement and the body limit all still apply) and does the
+same work directly:
+
+1. read the body; parse and validate it with the route's own pydantic model;
+2. check the gateway-signed identity and the ``inference`` scope;
+3. resolve the priority (``X-Priority``, the body field, the caller's cap) and the
+   ``Cache-Control`` directive;
+4. run the generation (:meth:`InferenceService.stream`, the same path as every wire format)
+   and send SSE frames as they come.
+
+It takes only requests it can answer exactly as the FastAPI route would. Anything else —
+not JSON, not streamed, invalid, unauthenticated, missing the scope — is handed to the
+FastAPI app with the body replayed, so every refusal (401, 403, 422 …) and the non-streamed
+answer come from the one route implementation. An error before the first event (unknown
+model, backend down, queue full) is a problem+json response with its status, rendered by
+the app's own exception handler; after it, a terminal ``error`` event.
+
+A client that disconnects stops the generation: a watcher on ``receive`` cancels the
+stream, which leaves the admission queue and closes the Ollama request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI
+from pydantic import BaseModel, SecretStr, ValidationError
+from starlette.requests import Request
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from inference_service.config import Settings
+from inference_service.core.sse import SSE_HEADERS, chunk_events, error_problem, sse
+from inference_service.models.inference import ChatRequest, GenerateRequest
+from inference_service.services.admission import PriorityRequest, clamp_priority
+from inference_service.services.inference import Generation
+from inference_service.services.requests import chat_generation, generate_generation
+from inference_service.services.response_cache import CacheDirective
+from switchboard_common import ProblemError
+from switchboard_common.identity import verify_identity
+
+PATHS: dict[str, tuple[type[BaseModel], Callable[[Any, str, PriorityRequest], Generation]]] = {
+    "/inference/chat": (ChatRequest, chat_generation),
+    "/inference/generate": (GenerateRequest, generate_generation),
+}
+_IDENTITY = b"x-switchboard-identity"
+_SIGNATURE = b"x-switchboard-signature"
+_PRIORITY = b"x-priority"
+_CACHE_CONTROL = b"cache-control"
+_CONTENT_TYPE = b"content-type"
+_SSE_HEAD = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    *((k.lower().encode(), v.encode()) for k, v in SSE_HEADERS.items()),
+]
+
+
+class FastStreamPath:
+    """ASGI middleware: serves streamed native generations, passes everything else on."""
+
+    def __init__(self, app: ASGIApp, service_app: FastAPI) -> None:
+        self.app = app
+        self.service_app = service_app
+        self.routes: dict[str, BaseRoute] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in PATHS:
+            await self.app(scope, receive, send)
+            return
+        body = await _read_body(receive)
+        if body is None:  # the client left before sending its body
+            return
+        gen = self._take(scope, body)
+        if gen is None:
+            await self.app(scope, _replay(body, receive), send)
+            return
+        scope["route"] = self._route(scope["path"])  # metrics label it like the router does
+        await self._stream(gen, scope, receive, send)
+
+    def _route(self, path: str) -> BaseRoute | None:
+        if path not in self.routes:
+            for route in self.service_app.routes:
+                if getattr(route, "path", None) == path:
+                    self.routes[path] = route
+        return self.routes.get(path)
+
+    def _take(self, scope: Scope, body: bytes) -> Generation | None:
+        """The generation when this path can serve the request exactly as the route would."""
+        headers: dict[bytes, bytes] = dict(scope["headers"])
+        content_type = headers.get(_CONTENT_TYPE, b"")
+        if not content_type.startswith(b"application/json") or b'"stream"' not in body:
+            return None
+        model, build = PATHS[scope["path"]]
+        try:
+            request = model.model_validate_json(body)
+        except ValidationError:
+            return None
+        if not getattr(request, "stream", False):
+            return None
+        identity, signature = headers.get(_IDENTITY), headers.get(_SIGNATURE)
+        if identity is None or signature is None:
+            return None
+        settings: Settings = self.service_app.state.settings
+        secret: SecretStr = settings.internal_secret
+        try:
+            principal = verify_identity(
+                identity.decode("latin-1"), signature.decode("latin-1"), secret
+            )
+        except ProblemError:
+            return None
+        if not principal.has_scope("inference"):
+            return None
+        raw_priority = headers.get(_PRIORITY)
+        requested = None if raw_priority is None else clamp_priority(raw_priority.decode("latin-1"))
+        cap = settings.priority_cap(principal.tier, principal.role)
+        priority = PriorityRequest.for_principal(principal, requested, cap)
+        gen = build(request, principal.sub, priority)
+        cache_control = headers.get(_CACHE_CONTROL)
+        gen.cache = CacheDirective.from_header(
+            None if cache_control is None else cache_control.decode("latin-1")
+        )
+        return gen
+
+    async def _stream(self, gen: Generation, scope: Scope, receive: Receive, send: Send) -> None:
+        from inference_service.dependencies import inference_for
+
+        sse_out = _SseResponse(send, receive, gen)
+        chunks = inference_for(self.service_app).stream(gen, sse_out.queued)
+        try:
+            try:
+                async for chunk in chunks:
+                    for name, data in chunk_events(chunk):
+                        await sse_out.event(name, data)
+            finally:
+                await chunks.aclose()  # type: ignore[attr-defined]
+        except asyncio.CancelledError:
+            if sse_out.stop_watching():  # the client left: the generation is cancelled
+                asyncio.current_task().uncancel()  # type: ignore[union-attr]
+                return
+            raise
+        except Exception as exc:
+            sse_out.stop_watching()
+            if sse_out.started:  # after output: a terminal error event
+                await sse_out.event("error", error_problem(exc))
+                await sse_out.finish()
+            elif isinstance(exc, ProblemError):  # before any output: a status code
+                await self._problem(exc, scope, receive, send)
+            else:
+                raise
+            return
+        sse_out.stop_watching()
+        await sse_out.finish()
+
+    async def _problem(self, exc: ProblemError, scope: Scope, receive: Receive, send: Send) -> None:
+        handler = self.service_app.exception_handlers[ProblemError]
+        response = handler(Request(scope, receive), exc)
+        if inspect.isawaitable(response):
+            response = await response
+        await response(scope, receive, send)
+
+
+class _SseResponse:
+    """The SSE response of one generation, started by its first event.
+
+    Queue positions are sent from the admission gate's callback as they change, in the
+    generation's own task: no helper task or queue stands between the backend's first
+    chunk and the client. Once the response has started, a watcher on ``receive`` cancels
+    the generation when the client disconnects (while queued or while streaming).
+    """
+
+    def __init__(self, send: Send, receive: Receive, gen: Generation) -> None:
+        self.send = send
+        self.receive = receive
+        self.gen = gen
+        self.started = False
+        self.client_gone = False
+        self._task = asyncio.current_task()
+        self._watcher: asyncio.Future[None] | None = None
+
+    async def queued(self, position: int) -> None:
+        await self.event("queued", {"position": position})
+
+    async def event(self, name: str, data: dict[str, Any]) -> None:
+        if not self.started:
+            self.started = True
+            head = [*_SSE_HEAD, (b"x-cache", self.gen.cache_status.encode())]
+            await self.send({"type": "http.response.start", "status": 200, "headers": head})
+        await self.send({"type": "http.response.body", "body": sse(name, data), "more_body": True})
+        if self._watcher is None:  # after the first frame: off the time-to-first-token path
+            self._watcher = asyncio.ensure_future(_disconnect(self.receive))
+            self._watcher.add_done_callback(self._on_disconnect)
+
+    def _on_disconnect(self, watcher: asyncio.Future[None]) -> None:
+        if not watcher.cancelled() and self._task is not None:
+            self.client_gone = True
+            self._task.cancel()
+
+    def stop_watching(self) -> bool:
+        """Stop the watcher; True when it had seen the client leave."""
+        if self._watcher is not None:
+            self._watcher.remove_done_callback(self._on_disconnect)
+            self._watcher.cancel()
+        return self.client_gone
+
+    async def finish(self) -> None:
+        await self.send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    parts: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        parts.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """``receive`` that yields the already-read body first, then the client's messages."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

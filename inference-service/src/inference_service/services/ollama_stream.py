@@ -1,0 +1,240 @@
+"""Ollama NDJSON streams over the lean HTTP/1.1 client (:mod:`switchboard_common.lean_http`).
+
+Every streamed generation is one of these calls, so their cost is in every stream's time to
+first token. Through httpx (with its OpenTelemetry hook) a streamed request cost ~1 ms more
+than the backend itself before the first chunk; this client writes the request in one
+``transport.write``, parses the answer with httptools' C parser and keeps connections alive
+per backend (docs/benchmarks.md, S1).
+
+Same contract as the rest of :class:`~inference_service.services.ollama.OllamaClient`:
+
+- retried **before the first chunk only**, with exponential backoff + jitter: connect
+  errors, a connection dropped before any response byte, 5xx (incl. 503-busy);
+- a read timeout before the answer is not retried (the backend may still be computing):
+  :class:`OllamaUnavailable`; 4xx answers are translated (404 → ``ModelNotFound`` …);
+- every line is checked for ``{"error": …}`` → :class:`UpstreamStreamError`, as is a
+  connection lost or silent for ``read_timeout_s`` mid-stream;
+- a consumer that stops iterating (client disconnect) closes the connection, so Ollama
+  sees the disconnect and cancels the generation; a finished stream's connection is reused.
+
+One client span per call (``POST /api/chat``, kind CLIENT, ``traceparent`` sent), as the
+httpx instrumentation makes for every other Ollama call. Plain ``http://`` backends only:
+an ``https://`` backend is streamed through httpx (:class:`OllamaClient` chooses).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, StatusCode
+
+from inference_service.services.errors import (
+    OllamaError,
+    OllamaUnavailable,
+    UpstreamStreamError,
+    raise_for_answer,
+)
+from switchboard_common.lean_http import (
+    UpstreamClient,
+    UpstreamConnectError,
+    UpstreamConnection,
+    UpstreamDisconnected,
+    UpstreamError,
+    UpstreamResponse,
+    UpstreamTimeout,
+)
+
+JsonDict = dict[str, Any]
+ERROR_BODY_LIMIT = 64 * 1024  # bytes of a 4xx/5xx body read for its message
+_tracer = trace.get_tracer("inference_service.ollama")
+
+
+def error_message(body: bytes) -> str:
+    """The ``error`` text of an Ollama error answer, else the start of its body."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body.decode(errors="replace")[:200]
+    if isinstance(data, dict) and isinstance(data.get("error"), str):
+        return str(data["error"])
+    return str(data)[:200]
+
+
+def parse_line(line: bytes | str) -> JsonDict | None:
+    """One NDJSON line → its chunk (None for a blank line); an ``error`` line or a malformed
+    one raises :class:`UpstreamStreamError`."""
+    if not line.strip():
+        return None
+    try:
+        chunk = json.loads(line)
+    except ValueError as exc:
+        raise UpstreamStreamError("The model backend sent a malformed line.") from exc
+    if not isinstance(chunk, dict):
+        raise UpstreamStreamError("The model backend sent a malformed line.")
+    if "error" in chunk:
+        raise UpstreamStreamError(f"The model failed mid-stream: {chunk['error']}")
+    return chunk
+
+
+class _Retry(Exception):
+    """Internal: a failure before the answer that is worth another attempt."""
+
+
+class LeanNdjsonClient:
+    """Streaming POSTs to one plain-HTTP Ollama backend (``host:port``)."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        connect_timeout_s: float,
+        read_timeout_s: float,
+        retries: int,
+        backoff: tuple[float, float, float],
+        keepalive_s: float = 30.0,
+    ) -> None:
+        self.client = UpstreamClient(
+            host, port, connect_timeout_s=connect_timeout_s, keepalive_s=keepalive_s
+        )
+        self.base_url = f"http://{host}:{port}"
+        self.read_timeout_s = read_timeout_s
+        self.retries = retries
+        self.base_s, self.max_s, self.jitter_s = backoff
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _pause(self, attempt: int) -> float:
+        """Like tenacity's ``wait_exponential(base, max) + wait_random(0, jitter)``."""
+        wait: float = min(self.max_s, self.base_s * 2.0**attempt)
+        return wait + random.uniform(0, self.jitter_s)  # noqa: S311 (jitter, not secrecy)
+
+    async def stream(self, path: str, body: JsonDict) -> AsyncIterator[JsonDict]:
+        """The chunks of ``POST path`` with ``body`` (``stream`` forced on)."""
+        model = body.get("model") if isinstance(body.get("model"), str) else None
+        payload = json.dumps({**body, "stream": True}, separators=(",", ":")).encode()
+        span = _tracer.start_span(
+            f"POST {path}",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "http.request.method": "POST",
+                "url.full": self.base_url + path,
+                "server.address": self.client.host,
+                "server.port": self.client.port,
+            },
+        )
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier, context=trace.set_span_in_context(span))
+        headers = [(k.encode(), v.encode()) for k, v in carrier.items()]
+        headers += [(b"content-type", b"application/json"), (b"accept", b"application/x-ndjson")]
+        head = self.client.head(
+            "POST", path.encode(), headers, b"content-length: %d\r\n" % len(payload)
+        )
+        conn: UpstreamConnection | None = None
+        response: UpstreamResponse | None = None
+        try:
+            conn, response = await self._open(head, payload)
+            span.set_attribute("http.response.status_code", response.status)
+            if response.status >= 400:
+                message = await _message(response)
+                raise_for_answer(response.status, message, model)
+            pending = b""
+            async for piece in response.iter_body(self.read_timeout_s):
+                pending += piece
+                while (end := pending.find(b"\n")) >= 0:
+                    line, pending = pending[:end], pending[end + 1 :]
+                    chunk = parse_line(line)
+                    if chunk is not None:
+                        yield chunk
+            last = parse_line(pending)
+            if last is not None:
+                yield last
+        except UpstreamError as exc:
+            failure = UpstreamStreamError(
+                f"The model backend connection failed mid-stream ({type(exc).__name__}: {exc})."
+            )
+            _record_error(span, failure)
+            raise failure from exc
+        except OllamaError as exc:
+            _record_error(span, exc)
+            raise
+        finally:
+            if conn is not None and response is not None:
+                self.client.release(conn, response)  # closed unless complete: Ollama cancels
+            span.end()
+
+    async def _open(
+        self, head: bytes, payload: bytes
+    ) -> tuple[UpstreamConnection, UpstreamResponse]:
+        """A connection whose answer's head has arrived with status < 500 (retried)."""
+        failure = "no attempt"
+        for attempt in range(self.retries + 1):
+            if attempt:
+                await asyncio.sleep(self._pause(attempt - 1))
+            try:
+                return await self._attempt(head, payload)
+            except _Retry as exc:
+                failure = str(exc)
+        raise OllamaUnavailable(
+            f"The model backend is unavailable ({failure}).", backend=self.base_url
+        )
+
+    async def _attempt(
+        self, head: bytes, payload: bytes
+    ) -> tuple[UpstreamConnection, UpstreamResponse]:
+        conn = self.client.idle_connection()
+        reused = conn is not None
+        try:
+            if conn is None:
+                conn = await self.client.connect()
+            response = conn.start(head, payload)
+            await response.read_headers(self.read_timeout_s)
+        except UpstreamConnectError as exc:
+            raise _Retry(f"ConnectError: {exc}") from exc
+        except UpstreamDisconnected as exc:
+            if conn is not None:
+                conn.close()
+            if reused and exc.before_response:  # a stale keep-alive socket: once more, now
+                return await self._attempt(head, payload)
+            raise _Retry(f"RemoteProtocolError: {exc}") from exc
+        except UpstreamTimeout as exc:  # it may still be computing: no retry
+            if conn is not None:
+                conn.close()
+            raise OllamaUnavailable(
+                "The model backend did not answer in time.", backend=self.base_url
+            ) from exc
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            raise
+        if response.status >= 500:
+            message = await _message(response)
+            self.client.release(conn, response)
+            raise _Retry(f"{message} (HTTP {response.status})")
+        return conn, response
+
+
+async def _message(response: UpstreamResponse) -> str:
+    """The ``error`` text of an error answer (read up to :data:`ERROR_BODY_LIMIT`)."""
+    parts: list[bytes] = []
+    size = 0
+    try:
+        async for piece in response.iter_body(5.0):
+            parts.append(piece)
+            size += len(piece)
+            if size >= ERROR_BODY_LIMIT:
+                break
+    except UpstreamError:
+        pass
+    return error_message(b"".join(parts))
+
+
+def _record_error(span: trace.Span, exc: BaseException) -> None:
+    span.set_status(StatusCode.ERROR, str(exc)[:200])
+    span.set_attribute("error.type", type(exc).__name__)
