@@ -33,9 +33,9 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.routing import RouteContext, iter_route_contexts
 from pydantic import BaseModel, SecretStr, ValidationError
 from starlette.requests import Request
-from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from inference_service.config import Settings
@@ -69,7 +69,7 @@ class FastStreamPath:
     def __init__(self, app: ASGIApp, service_app: FastAPI) -> None:
         self.app = app
         self.service_app = service_app
-        self.routes: dict[str, BaseRoute] = {}
+        self.routes: dict[str, RouteContext] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in PATHS:
@@ -85,11 +85,13 @@ class FastStreamPath:
         scope["route"] = self._route(scope["path"])  # metrics label it like the router does
         await self._stream(gen, scope, receive, send)
 
-    def _route(self, path: str) -> BaseRoute | None:
+    def _route(self, path: str) -> RouteContext | None:
+        """The route FastAPI would have matched (its ``path`` labels metrics)."""
         if path not in self.routes:
-            for route in self.service_app.routes:
-                if getattr(route, "path", None) == path:
-                    self.routes[path] = route
+            for context in iter_route_contexts(self.service_app.routes):
+                if context.path == path:
+                    self.routes[path] = context
+                    break
         return self.routes.get(path)
 
     def _take(self, scope: Scope, body: bytes) -> Generation | None:

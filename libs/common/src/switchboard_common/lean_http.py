@@ -1,8 +1,10 @@
 """A lean HTTP/1.1 client for hot paths: asyncio Protocol + httptools' C parser.
 
 Used by the gateway's proxy and by the inference service's Ollama streams (the two paths
-where a client's per-request cost shows in every response). Why not aiohttp or httpx there: measured on this machine a minimal uvicorn + aiohttp proxy spends
-~330 µs CPU per request where uvicorn itself needs ~60 µs; nearly all of the rest is the
+where a client's per-request cost shows in every response).
+
+Why not aiohttp or httpx there: measured on this machine a minimal uvicorn + aiohttp proxy
+spends ~330 µs CPU per request where uvicorn itself needs ~60 µs; nearly all of the rest is the
 client's per-request machinery (request/response objects, timers, stream readers). This
 client does per request: one ``transport.write`` (head and small body together), one C
 parse of the answer, and no task creation. aiohttp remains for WebSockets and health checks.
