@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -167,8 +166,9 @@ async def test_leaving_while_queued_leaves_the_queue_and_never_reaches_ollama(
 
 @pytest.fixture(scope="module")
 def fast_path() -> FastStreamPath:
-    os.environ.setdefault("SWITCHBOARD_INTERNAL_SECRET", SECRET)
-    app = create_app(Settings(internal_secret=SECRET, priority_caps="default=6"))
+    with pytest.MonkeyPatch.context() as env:  # the secret is only read from the environment
+        env.setenv("SWITCHBOARD_INTERNAL_SECRET", SECRET)
+        app = create_app(Settings(priority_caps="default=6"))
     return FastStreamPath(app, app)
 
 

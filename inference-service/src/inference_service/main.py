@@ -20,6 +20,7 @@ from inference_service.services.token_settlement import (
     TokenReservationMiddleware,
 )
 from switchboard_common import HttpTimeouts, create_http_client, create_service_app, managed_redis
+from switchboard_common.lean_redis import LeanRedis
 
 
 def build_pool(settings: Settings, stack: AsyncExitStack) -> BackendPool:
@@ -54,7 +55,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.backend_pool = build_pool(settings, stack)
         # Every generation passes the Redis admission queue: slots per backend+model shared
         # by all replicas, priorities with aging (docs/queue.md).
-        admission = RedisAdmissionQueue(redis, QueueSettings())
+        # the queue's Lua calls go over the lean client (one is before every first token)
+        lean = None
+        if LeanRedis.supports(settings.redis_url):
+            lean = LeanRedis(settings.redis_url, timeout_s=settings.redis_timeout_s)
+            stack.callback(lean.close)
+        admission = RedisAdmissionQueue(redis, QueueSettings(), lean=lean)
         await admission.start()
         stack.push_async_callback(admission.aclose)
         app.state.admission = admission
