@@ -32,6 +32,7 @@ from gateway.config import Settings
 from gateway.core.monitoring import UPSTREAM_ERRORS, UPSTREAM_RETRIES
 from gateway.services.balancer import HALF_OPEN, Balancer, Instance, backoff_s
 from gateway.services.request_body import ClientDisconnected, RequestBodyStream
+from switchboard_common.disconnect import wait_for_disconnect
 from switchboard_common.lean_http import (
     UpstreamConnectError,
     UpstreamConnection,
@@ -194,13 +195,6 @@ class Exchanger:
         head.cancel()
         conn.close()  # the upstream sees the cancel
         raise ClientDisconnected
-
-
-async def wait_for_disconnect(receive: Receive) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
 
 
 def _stale(exc: UpstreamError) -> bool:

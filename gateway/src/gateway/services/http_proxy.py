@@ -39,7 +39,7 @@ from gateway.core.monitoring import (
     span_traceparent,
 )
 from gateway.core.responses import send_problem
-from gateway.services.exchange import Exchanger, UpstreamFailure, wait_for_disconnect
+from gateway.services.exchange import Exchanger, UpstreamFailure
 from gateway.services.proxy_tracing import build_proxy_tracer
 from gateway.services.request_body import (
     BUFFER_LIMIT,
@@ -49,14 +49,15 @@ from gateway.services.request_body import (
     RequestBodyStream,
     read_body,
 )
+from gateway.services.upstreams import UpstreamPool
+from switchboard_common.body_limit import too_large_message
+from switchboard_common.disconnect import DisconnectWatch
 from switchboard_common.lean_http import (
     UpstreamConnection,
     UpstreamError,
     UpstreamResponse,
     UpstreamTimeout,
 )
-from gateway.services.upstreams import UpstreamPool
-from switchboard_common.body_limit import too_large_message
 from switchboard_common.request_context import request_id_from_headers
 
 logger = logging.getLogger("switchboard.gateway.proxy")
@@ -249,26 +250,35 @@ class HttpProxy:
 
         await send({"type": "http.response.start", "status": status, "headers": headers})
         if not body_consumed:
-            await self._pump(conn, resp, send, service)
+            await self._pump(conn, resp, send, service, None)
             return status
-        pump = asyncio.ensure_future(self._pump(conn, resp, send, service))
-        watcher = asyncio.ensure_future(wait_for_disconnect(receive))
-        done, _ = await asyncio.wait({pump, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        if pump in done:
-            watcher.cancel()
-            pump.result()
-        else:
-            pump.cancel()
-            conn.close()  # drop the upstream connection: the upstream sees the cancel
+        # the stream runs in this task; a disconnect (noticed from the first chunk on)
+        # cancels it, and the upstream connection is dropped: the upstream sees the cancel
+        watch = DisconnectWatch(receive)
+        try:
+            await self._pump(conn, resp, send, service, watch)
+        except asyncio.CancelledError:
+            if not watch.stop():
+                raise
+            conn.close()
             logger.info("client went away mid-stream; upstream %s request cancelled", service)
+        else:
+            watch.stop()
         return status
 
     async def _pump(
-        self, conn: UpstreamConnection, resp: UpstreamResponse, send: Send, service: str
+        self,
+        conn: UpstreamConnection,
+        resp: UpstreamResponse,
+        send: Send,
+        service: str,
+        watch: DisconnectWatch | None,
     ) -> None:
         try:
             async for chunk in resp.iter_body(self.read_timeout):
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                if watch is not None:
+                    watch.start()
         except UpstreamError as exc:
             # Too late for a problem: cut the connection so the client sees the failure.
             conn.close()

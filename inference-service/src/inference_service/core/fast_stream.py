@@ -46,6 +46,7 @@ from inference_service.services.inference import Generation
 from inference_service.services.requests import chat_generation, generate_generation
 from inference_service.services.response_cache import CacheDirective
 from switchboard_common import ProblemError
+from switchboard_common.disconnect import DisconnectWatch
 from switchboard_common.identity import verify_identity
 
 PATHS: dict[str, tuple[type[BaseModel], Callable[[Any, str, PriorityRequest], Generation]]] = {
@@ -145,7 +146,6 @@ class FastStreamPath:
                 await chunks.aclose()  # type: ignore[attr-defined]
         except asyncio.CancelledError:
             if sse_out.stop_watching():  # the client left: the generation is cancelled
-                asyncio.current_task().uncancel()  # type: ignore[union-attr]
                 return
             raise
         except Exception as exc:
@@ -174,18 +174,15 @@ class _SseResponse:
 
     Queue positions are sent from the admission gate's callback as they change, in the
     generation's own task: no helper task or queue stands between the backend's first
-    chunk and the client. Once the response has started, a watcher on ``receive`` cancels
+    chunk and the client. Once the first frame is out, a :class:`DisconnectWatch` cancels
     the generation when the client disconnects (while queued or while streaming).
     """
 
     def __init__(self, send: Send, receive: Receive, gen: Generation) -> None:
         self.send = send
-        self.receive = receive
         self.gen = gen
         self.started = False
-        self.client_gone = False
-        self._task = asyncio.current_task()
-        self._watcher: asyncio.Future[None] | None = None
+        self.watch = DisconnectWatch(receive)
 
     async def queued(self, position: int) -> None:
         await self.event("queued", {"position": position})
@@ -196,29 +193,14 @@ class _SseResponse:
             head = [*_SSE_HEAD, (b"x-cache", self.gen.cache_status.encode())]
             await self.send({"type": "http.response.start", "status": 200, "headers": head})
         await self.send({"type": "http.response.body", "body": sse(name, data), "more_body": True})
-        if self._watcher is None:  # after the first frame: off the time-to-first-token path
-            self._watcher = asyncio.ensure_future(_disconnect(self.receive))
-            self._watcher.add_done_callback(self._on_disconnect)
-
-    def _on_disconnect(self, watcher: asyncio.Future[None]) -> None:
-        if not watcher.cancelled() and self._task is not None:
-            self.client_gone = True
-            self._task.cancel()
+        self.watch.start()  # after the first frame: off the time-to-first-token path
 
     def stop_watching(self) -> bool:
-        """Stop the watcher; True when it had seen the client leave."""
-        if self._watcher is not None:
-            self._watcher.remove_done_callback(self._on_disconnect)
-            self._watcher.cancel()
-        return self.client_gone
+        """Stop the watch; True when it saw the client leave."""
+        return self.watch.stop()
 
     async def finish(self) -> None:
         await self.send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-async def _disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
 
 
 async def _read_body(receive: Receive) -> bytes | None:
