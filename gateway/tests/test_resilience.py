@@ -31,8 +31,8 @@ from pydantic import ValidationError
 
 from gateway.config import Settings
 from gateway.services.balancer import CLOSED, HALF_OPEN, OPEN, Balancer, Instance, backoff_s
-from switchboard_common.lean_http import UpstreamClient
 from gateway.services.upstreams import UpstreamPool
+from switchboard_common.lean_http import UpstreamClient
 from switchboard_devtools.ports import free_port
 from switchboard_devtools.process import ManagedProcess
 from tests.fixtures.processes import Spawn, module_argv

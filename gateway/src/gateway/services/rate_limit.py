@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 from gateway.models.limits import Limit
 from gateway.services.rate_limit_script import ACQUIRE
 from gateway.services.redis_guard import RedisGuard
+from switchboard_common.lean_redis import LeanRedis, Script
 
 FAIL_OPEN = Counter(
     "switchboard_gateway_rate_limit_fail_open_total",
@@ -83,9 +84,12 @@ class RateLimiter:
         lease_max: int = 16,
         lease_ttl_s: float = 0.25,
         prefix: str = "gw:rl:",
+        lean: LeanRedis | None = None,
     ) -> None:
         self.redis = redis
-        self.script = redis.register_script(ACQUIRE)
+        # ``lean``: the script runs over the lean client (~0.1 ms a call instead of redis-py's
+        # ~0.35 ms; see switchboard_common.lean_redis)
+        self.script: Script = (lean.script if lean else redis.register_script)(ACQUIRE)
         self.timeout_s = timeout_s
         self.lease_max = lease_max
         self.lease_ttl_s = lease_ttl_s

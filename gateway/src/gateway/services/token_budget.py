@@ -39,6 +39,7 @@ from gateway.models.limits import Limit
 from gateway.services.redis_guard import RedisGuard
 from gateway.services.token_budget_script import RESERVE, SETTLE
 from switchboard_common.internal_calls import MAX_CALL_AGE_S, UsageSettlement
+from switchboard_common.lean_redis import LeanRedis, Script
 
 DECISIONS = Counter(
     "switchboard_gateway_token_budget_decisions_total",
@@ -137,11 +138,13 @@ class TokenBudget:
         timeout_s: float = 0.05,
         retry_s: float = 1.0,
         prefix: str = "gw:tb:",
+        lean: LeanRedis | None = None,
     ) -> None:
         self.redis = redis
         self.secret = secret
-        self.reserve_script = redis.register_script(RESERVE)
-        self.settle_script = redis.register_script(SETTLE)
+        script = lean.script if lean else redis.register_script  # as the request limiter
+        self.reserve_script: Script = script(RESERVE)
+        self.settle_script: Script = script(SETTLE)
         self.timeout_s = timeout_s
         self.prefix = prefix
         self.guard = RedisGuard("token budgets not enforced", retry_s)

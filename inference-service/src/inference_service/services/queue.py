@@ -50,7 +50,7 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
@@ -72,12 +72,11 @@ from inference_service.services.queue_models import (
     QueueWaitTimeout,
 )
 from inference_service.services.queue_notify import ReleaseNotifier
-from switchboard_common.lean_redis import LeanRedis
+from switchboard_common.lean_redis import LeanRedis, Script
 
 logger = logging.getLogger(__name__)
 
 PositionCallback = Callable[[int], Awaitable[None]]
-Script = Callable[[Sequence[str], Sequence[Any]], Awaitable[Any]]
 _tracer = trace.get_tracer("inference_service.queue")
 
 

@@ -40,7 +40,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeAlias, cast
 from urllib.parse import unquote, urlsplit
 
@@ -50,6 +50,9 @@ from redis.exceptions import DataError, InvalidResponse, NoScriptError, RedisErr
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 Arg: TypeAlias = bytes | str | int | float
+#: What :meth:`LeanRedis.script` and redis-py's ``register_script`` both return, so a caller
+#: can take either: ``await script(keys=[…], args=[…])``.
+Script: TypeAlias = Callable[..., Awaitable[Any]]
 
 CLOSED_BY_SERVER = "Connection closed by server."  # redis-py's message for the same event
 
