@@ -35,11 +35,13 @@ class RecordingTransport:
     def set_write_buffer_limits(self, *args: Any, **kwargs: Any) -> None: ...
 
 
-async def drive(app: Any, request: bytes) -> RecordingTransport:
+async def drive(
+    app: Any, request: bytes, transport: RecordingTransport | None = None
+) -> RecordingTransport:
     config = Config(app, http=CoalescingHttpToolsProtocol, log_config=None, lifespan="off")
     config.load()
     protocol = CoalescingHttpToolsProtocol(config=config, server_state=ServerState(), app_state={})
-    transport = RecordingTransport()
+    transport = transport or RecordingTransport()
     protocol.connection_made(transport)  # type: ignore[arg-type]
     protocol.data_received(request)
     for _ in range(50):
@@ -74,12 +76,31 @@ async def test_known_length_response_is_one_write() -> None:
     assert data.endswith(b"\r\n\r\nhello")
 
 
-async def test_streamed_response_sends_head_first() -> None:
+async def slow_stream_app(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await asyncio.sleep(0.2)  # the first chunk is not ready yet
+    await send({"type": "http.response.body", "body": b"one", "more_body": False})
+
+
+async def test_streamed_head_goes_out_with_a_ready_first_chunk() -> None:
     transport = await drive(streaming_app, GET)
-    assert transport.writes[0].startswith(b"HTTP/1.1 200 OK\r\n")
-    assert b"transfer-encoding: chunked" in transport.writes[0]
-    assert transport.writes[0].endswith(b"\r\n\r\n")  # head alone, not held for the body
-    assert b"".join(transport.writes[1:]) == b"3\r\none\r\n3\r\ntwo\r\n0\r\n\r\n"
+    first = transport.writes[0]
+    assert first.startswith(b"HTTP/1.1 200 OK\r\n") and b"transfer-encoding: chunked" in first
+    assert first.endswith(b"\r\n\r\n3\r\none\r\n")  # head and first chunk: one write
+    assert b"".join(transport.writes[1:]) == b"3\r\ntwo\r\n0\r\n\r\n"
+
+
+async def test_streamed_head_is_not_held_for_a_slow_first_chunk() -> None:
+    transport = RecordingTransport()
+
+    async def received_early() -> list[bytes]:  # what the client has 0.1 s in
+        await asyncio.sleep(0.1)
+        return list(transport.writes)
+
+    early = asyncio.create_task(received_early())
+    await drive(slow_stream_app, GET, transport)
+    assert len(await early) == 1 and (await early)[0].endswith(b"\r\n\r\n")  # the head, at once
+    assert b"".join(transport.writes[1:]) == b"3\r\none\r\n0\r\n\r\n"
 
 
 async def test_connection_close_is_applied_after_the_write() -> None:

@@ -3,9 +3,14 @@
 uvicorn writes the status line and headers as soon as the app sends
 ``http.response.start``, then the body in a second write. On loopback TCP each write
 costs tens of microseconds here (the peer must be woken), so for a response whose length
-is known the head is held back and written together with the first body message. Streamed
-(chunked) responses are unchanged: their head goes out at once, so a client waiting on a
-slow stream still sees the headers immediately.
+is known the head is held back and written together with the first body message.
+
+A streamed (chunked) response's head is held only until the event loop's next turn: when
+the app sends its first chunk right after the head (an SSE stream whose first event is
+ready, a proxied stream whose first chunk came with the upstream's head) both go out in
+one write, which on the time-to-first-token path saves a write and a wake-up of the peer
+per hop; when the first chunk is not ready, the head is written on its own at once, so a
+client waiting on a slow stream still sees the headers immediately.
 
 This reaches into uvicorn's ``RequestResponseCycle`` (its ``transport`` attribute and the
 module-level class it instantiates). ``coalescing_protocol()`` checks that those internals
@@ -15,6 +20,7 @@ the optimisation, never correctness. ``tests/test_http_protocol.py`` pins the be
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -45,6 +51,7 @@ class _HeldWrites:
 
 class CoalescingCycle(httptools_impl.RequestResponseCycle):
     _held: bytes | None = None
+    _flush: asyncio.Handle | None = None  # writes a streamed response's held head
 
     async def send(self, message: Any) -> None:
         kind = message["type"]
@@ -57,12 +64,17 @@ class CoalescingCycle(httptools_impl.RequestResponseCycle):
             finally:
                 self.transport = transport
             data = b"".join(held.parts)
-            if self.chunked_encoding or not self.keep_alive:
-                transport.write(data)  # a stream (or a closing reply): head goes out now
-            else:
-                self._held = data
+            if not self.keep_alive:
+                transport.write(data)  # a closing reply: head goes out now
+                return
+            self._held = data
+            if self.chunked_encoding:  # a stream: out with its first chunk or next turn
+                self._flush = asyncio.get_running_loop().call_soon(self._write_held)
             return
         if self._held is not None and kind == "http.response.body":
+            if self._flush is not None:
+                self._flush.cancel()
+                self._flush = None
             transport = self.transport
             held = _HeldWrites(transport, self._held)
             self._held = None
@@ -77,6 +89,12 @@ class CoalescingCycle(httptools_impl.RequestResponseCycle):
                 transport.close()
             return
         await super().send(message)
+
+    def _write_held(self) -> None:
+        self._flush = None
+        held, self._held = self._held, None
+        if held is not None and not self.disconnected:
+            self.transport.write(held)
 
 
 class CoalescingHttpToolsProtocol(httptools_impl.HttpToolsProtocol):
