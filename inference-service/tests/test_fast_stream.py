@@ -69,6 +69,20 @@ def test_unknown_model_before_any_output_is_a_404_not_a_200_stream(
     assert "llama3.2:latest" in problem["available_models"]
 
 
+@pytest.mark.parametrize("body", [STREAM, CHAT, {**STREAM, "messages": []}])
+def test_the_callers_trace_continues_on_these_paths(
+    stack: Stack, sim: SimHandle, body: dict[str, Any]
+) -> None:
+    """The paths are left out of the OpenTelemetry middleware; their server span (opened by
+    the fast path, streamed or handed to FastAPI) continues the caller's trace."""
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    headers = {**ident(), "traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"}
+    failing = {**body, "model": "nope:1b"}  # a problem carries the trace id it ran in
+    resp = httpx.post(stack.service.url + "/inference/chat", json=failing, headers=headers)
+    problem = assert_problem(resp, 422 if not body["messages"] else 404)
+    assert problem["trace_id"] == trace_id
+
+
 def test_backend_down_before_any_output_is_503_with_retry_after(
     stack: Stack, sim: SimHandle
 ) -> None:

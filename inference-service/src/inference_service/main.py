@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from starlette.middleware import Middleware
 
 from inference_service.config import Settings
+from inference_service.core.fast_stream import PATHS as FAST_PATHS
 from inference_service.core.fast_stream import FastStreamPath
 from inference_service.dependencies import inference_for
 from inference_service.routes import code, generation, models, ollama_api, openai, queue, status, ws
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ollama_api.router,
         ],
         lifespan=lifespan,
+        self_traced_paths=list(FAST_PATHS),  # FastStreamPath opens their server spans
     )
     # usage of generations the gateway reserved tokens for goes back to it (token budgets)
     reporter = SettlementReporter(settings.gateway_url, settings.internal_secret)

@@ -48,6 +48,7 @@ from inference_service.services.response_cache import CacheDirective
 from switchboard_common import ProblemError
 from switchboard_common.disconnect import DisconnectWatch
 from switchboard_common.identity import verify_identity
+from switchboard_common.server_span import server_span
 
 PATHS: dict[str, tuple[type[BaseModel], Callable[[Any, str, PriorityRequest], Generation]]] = {
     "/inference/chat": (ChatRequest, chat_generation),
@@ -73,9 +74,18 @@ class FastStreamPath:
         self.routes: dict[str, RouteContext] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in PATHS:
+        if scope["type"] != "http" or (path := scope["path"]) not in PATHS:
             await self.app(scope, receive, send)
             return
+        # these paths are left out of the OpenTelemetry middleware (its per-request cost was
+        # a large share of the time to first token): their server span is opened here
+        with server_span(scope, path, send) as traced_send:
+            if scope["method"] == "POST":
+                await self._serve(scope, receive, traced_send)
+            else:
+                await self.app(scope, receive, traced_send)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = await _read_body(receive)
         if body is None:  # the client left before sending its body
             return

@@ -34,12 +34,15 @@ def create_service_app(
     openapi_tags: list[dict[str, Any]] | None = None,
     liveness_route: bool = True,
     docs_routes: bool = True,
+    self_traced_paths: Sequence[str] = (),
 ) -> FastAPI:
     """Build a service app.
 
     ``liveness_route=False`` when the service serves its own ``/health``;
     ``docs_routes=False`` when it serves its own ``/openapi.json`` and ``/docs`` (the gateway
     serves the merged document); ``app.openapi()`` still describes the app itself.
+    ``self_traced_paths``: paths the OpenTelemetry instrumentation leaves alone because the
+    service traces them itself (:func:`switchboard_common.server_span.server_span`).
     """
 
     @asynccontextmanager
@@ -66,7 +69,8 @@ def create_service_app(
     app.include_router(
         health_router(settings.service_name, settings.version, liveness=liveness_route)
     )
-    setup_telemetry(app, settings)  # before the routers: /metrics must precede any catch-all
+    # before the routers: /metrics must precede any catch-all
+    setup_telemetry(app, settings, self_traced_paths)
     for router in routers:
         app.include_router(router)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)

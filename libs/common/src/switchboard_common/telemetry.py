@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Sequence
 
 from fastapi import FastAPI
 from opentelemetry import trace
@@ -22,6 +23,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from switchboard_common.logs import configure_logging
 from switchboard_common.metrics import PrometheusMiddleware, metrics_endpoint
+from switchboard_common.server_span import excluded_url_pattern
 from switchboard_common.settings import ServiceSettings
 
 logger = logging.getLogger("switchboard.telemetry")
@@ -75,8 +77,11 @@ def instrument_clients() -> None:
         _clients_instrumented = True
 
 
-def setup_telemetry(app: FastAPI, settings: ServiceSettings) -> None:
-    """Wire logs, traces and metrics for one service app."""
+def setup_telemetry(
+    app: FastAPI, settings: ServiceSettings, self_traced_paths: Sequence[str] = ()
+) -> None:
+    """Wire logs, traces and metrics for one service app (``self_traced_paths``: left to
+    the app's own :func:`~switchboard_common.server_span.server_span`)."""
     configure_logging(
         settings.service_name,
         settings.log_level,
@@ -88,8 +93,11 @@ def setup_telemetry(app: FastAPI, settings: ServiceSettings) -> None:
 
     # One span per request, not one more per ASGI message: a streamed answer would otherwise
     # open and export a span for every token event it sends.
+    excluded = NOT_TRACED_URLS
+    if self_traced_paths:
+        excluded += "," + excluded_url_pattern(list(self_traced_paths))
     FastAPIInstrumentor.instrument_app(
-        app, excluded_urls=NOT_TRACED_URLS, exclude_spans=["receive", "send"]
+        app, excluded_urls=excluded, exclude_spans=["receive", "send"]
     )
     app.add_middleware(PrometheusMiddleware, service=settings.service_name)
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
