@@ -215,3 +215,33 @@ async def test_interim_1xx_answers_are_skipped(serve) -> None:  # type: ignore[n
     status, headers, body, _ = await exchange(client)
     assert (status, body) == (200, b"ok")
     assert b"link" not in headers
+
+
+async def test_request_is_one_whole_exchange_and_survives_a_stale_connection(serve) -> None:  # type: ignore[no-untyped-def]
+    served = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal served
+        request = await read_request(reader)
+        served += 1
+        assert request.startswith(b"POST /usage HTTP/1.1\r\n") and request.endswith(b"{}")
+        # answer, then drop the keep-alive connection: the next request finds it stale
+        writer.write(b"HTTP/1.1 202 Accepted\r\nContent-Length: 4\r\n\r\ndone")
+        await writer.drain()
+        writer.close()
+
+    client = await serve(handler)
+    assert await client.request("POST", b"/usage", [], b"{}", 2) == (202, b"done")
+    await asyncio.sleep(0.05)  # the server has closed its side by now
+    assert await client.request("POST", b"/usage", [], b"{}", 2) == (202, b"done")
+    assert served == 2
+
+
+async def test_request_on_a_silent_upstream_times_out(serve) -> None:  # type: ignore[no-untyped-def]
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await asyncio.sleep(5)
+
+    client = await serve(handler)
+    with pytest.raises(UpstreamTimeout):
+        await client.request("POST", b"/usage", [], b"{}", 0.2)

@@ -27,6 +27,7 @@ import contextlib
 import logging
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import httpx
 from prometheus_client import Counter
@@ -41,6 +42,7 @@ from switchboard_common.internal_calls import (
     UsageSettlement,
     sign_internal_call,
 )
+from switchboard_common.lean_http import UpstreamClient, UpstreamError
 
 logger = logging.getLogger("switchboard.inference.token_settlement")
 
@@ -106,6 +108,20 @@ class SettlementReporter:
         self._queue: asyncio.Queue[UsageSettlement] = asyncio.Queue(maxsize=max_pending)
         self._tasks: list[asyncio.Task[None]] = []
         self._client: httpx.AsyncClient | None = None
+        # plain-HTTP gateways get the lean client: a report per generation through httpx
+        # (and its span) cost the service ~1 ms of CPU each, next to other requests' work
+        url = urlsplit(self.gateway_url)
+        self._lean = (
+            UpstreamClient(
+                url.hostname,
+                url.port or 80,
+                connect_timeout_s=timeout_s,
+                keepalive_s=30.0,
+                max_idle=workers,
+            )
+            if url.scheme == "http" and url.hostname and not url.path.strip("/")
+            else None
+        )
         self._last_warning = 0.0
 
     @property
@@ -142,6 +158,8 @@ class SettlementReporter:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+        if self._lean is not None:
+            self._lean.close()
 
     async def _work(self) -> None:
         while True:
@@ -154,7 +172,14 @@ class SettlementReporter:
             finally:
                 self._queue.task_done()
 
-    async def _post(self, report: UsageSettlement) -> bool:
+    async def _send(self, body: bytes, headers: dict[str, str]) -> int:
+        """POST one signed report; the gateway's status (transport errors raise)."""
+        if self._lean is not None:
+            fields = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+            status, _ = await self._lean.request(
+                "POST", USAGE_SETTLEMENT_PATH.encode(), fields, body, self.timeout_s
+            )
+            return status
         if self._client is None:
             self._client = create_http_client(
                 self.gateway_url,
@@ -168,23 +193,26 @@ class SettlementReporter:
                     max_connections=self.workers, max_keepalive_connections=self.workers
                 ),
             )
+        return (
+            await self._client.post(USAGE_SETTLEMENT_PATH, content=body, headers=headers)
+        ).status_code
+
+    async def _post(self, report: UsageSettlement) -> bool:
         body = report.model_dump_json().encode()
         for attempt in range(2):  # settlement is idempotent: a retry cannot double-charge
             headers = sign_internal_call(self.secret, USAGE_SETTLEMENT_PATH, body)
             headers["content-type"] = "application/json"
             try:
-                response = await self._client.post(
-                    USAGE_SETTLEMENT_PATH, content=body, headers=headers
-                )
-            except httpx.HTTPError as exc:
+                status = await self._send(body, headers)
+            except (httpx.HTTPError, UpstreamError, OSError) as exc:
                 failure = type(exc).__name__
             else:
-                if response.status_code < 500:
-                    if response.status_code >= 400:
-                        self._warn(f"gateway refused a usage report: {response.status_code}")
+                if status < 500:
+                    if status >= 400:
+                        self._warn(f"gateway refused a usage report: {status}")
                         return False
                     return True
-                failure = f"HTTP {response.status_code}"
+                failure = f"HTTP {status}"
             if attempt == 0:
                 await asyncio.sleep(self.retry_delay_s)
         self._warn(f"usage report not delivered to {self.gateway_url}: {failure}")

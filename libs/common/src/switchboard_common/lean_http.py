@@ -351,6 +351,39 @@ class UpstreamClient:
         parts += (framing, b"\r\n")
         return b"".join(parts)
 
+    async def request(
+        self,
+        method: str,
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        timeout_s: float,
+    ) -> tuple[int, bytes]:
+        """One whole exchange with a small answer: ``(status, body)``. A pooled connection
+        that turns out stale (closed before any response byte) is retried once on a fresh
+        one; any other failure raises an :class:`UpstreamError`."""
+        conn = self.idle_connection()
+        reused = conn is not None
+        while True:
+            if conn is None:
+                conn = await self.connect()
+            framing = b"content-length: %d\r\n" % len(body)
+            response = conn.start(self.head(method, target, headers, framing), body)
+            try:
+                await response.read_headers(timeout_s)
+                data = await response.read(timeout_s)
+            except UpstreamDisconnected as exc:
+                conn.close()
+                if not (reused and exc.before_response):
+                    raise
+                conn, reused = None, False
+                continue
+            except BaseException:
+                conn.close()
+                raise
+            self.release(conn, response)
+            return response.status, data
+
     def close(self) -> None:
         while self._idle:
             self._idle.pop().close()
