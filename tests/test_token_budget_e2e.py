@@ -22,7 +22,7 @@ from switchboard_devtools.cluster import GATEWAY, ClusterPlan
 from switchboard_devtools.ports import free_port
 from tests.fixtures.cluster import TPM_TEST_LIMIT
 from tests.fixtures.processes import Spawn, module_argv
-from tests.support.auth_client import Login, new_user
+from tests.support.auth_client import Login, login, new_user
 
 MODEL = "llama3.2"
 NUM_PREDICT = 24
@@ -250,6 +250,34 @@ def test_a_refused_generation_gives_its_estimate_back(
     assert resp.status_code == 404, resp.text
     assert int(resp.headers["x-ratelimit-remaining-tokens"]) < TPM_TEST_LIMIT - before  # charged
     wait_for_used(budget_store, user_id, before)  # … and given back
+
+
+def test_a_request_over_its_rate_limit_spends_no_token_budget(
+    cluster: ClusterPlan,
+    budgeted_user: tuple[Login, str],
+    cluster_admin: Login,
+    budget_store: redis.Redis,
+) -> None:
+    """The gateway asks for the rate-limit lease and the token reservation at once; a
+    request the rate limit refuses gets that 429 and gives its reservation back."""
+    user, user_id = budgeted_user
+    gateway = cluster.url("gateway")
+    patched = httpx.patch(f"{gateway}/auth/admin/users/{user_id}", json={"rate_limit": "1/minute"},
+                          headers=cluster_admin.headers, timeout=10)  # fmt: skip
+    assert patched.status_code == 200, patched.text
+    limited = login(gateway, user.username, user.password)  # the override is in the token
+    first = chat(gateway, limited, "first")
+    assert first.status_code == 200, first.text
+    assert first.headers["ratelimit-limit"] == "1" and "x-ratelimit-limit-tokens" in first.headers
+    usage = first.json()["usage"]
+    spent = usage["prompt_tokens"] + usage["completion_tokens"]
+    wait_for_used(budget_store, user_id, spent)
+    second = chat(gateway, limited, "second")
+    assert second.status_code == 429, second.text
+    assert "Rate limit of 1 requests" in second.json()["detail"]
+    wait_for_used(budget_store, user_id, spent)  # the second one's estimate was given back
+    time.sleep(0.3)
+    assert used_tokens(budget_store, user_id) == spent
 
 
 def test_client_cannot_send_its_own_reservation(

@@ -12,12 +12,14 @@ silent for longer than ``body_timeout_s`` → 408 and the connection is closed.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from functools import partial
 
 from fastapi import FastAPI
 from starlette.types import Message, Receive, Scope, Send
 
+from gateway.core.completion_cache import is_deterministic
 from gateway.core.limits import LimitPolicy
 from gateway.core.priority import PriorityPolicy
 from gateway.core.responses import deny_websocket, send_problem
@@ -108,20 +110,38 @@ class GatewayApp:
     async def _admit(
         self, scope: Scope, receive: Receive, service: str
     ) -> tuple[Decision, Receive, CompletionLookup | None]:
-        """Every check before the request goes anywhere: :meth:`check` (identity, priority,
-        request rate), then for generation routes the completion cache (L1) and the token
-        budget. Both may read a small body, handing back a receive that replays it."""
+        """Every check before the request goes anywhere: who is calling and the priority,
+        the request-rate limit, then for generation routes the completion cache (L1) and
+        the token budget. Both may read a small body, handing back a receive that replays
+        it.
+
+        A budgeted POST asks Redis for its rate-limit lease and its token reservation at
+        the same time (two independent calls, one round trip of waiting on the path to
+        the first token). The outcome is the sequential one: a request refused by its rate
+        limit gets that 429 and its token reservation is given back. Only a deterministic
+        completion keeps the order, because its cache lookup charges a hit for good."""
         completion: CompletionLookup | None = None
+        rate: asyncio.Future[Decision] | None = None
         try:
-            decision = await self.check(scope, service)
+            decision = await self.identify(scope, service)
+            if decision.status:
+                return decision, receive, None
+            if self._budgeted_post(scope, decision):
+                rate = asyncio.ensure_future(self._rate_limit(scope, service, decision))
+            else:
+                decision = await self._rate_limit(scope, service, decision)
             body: bytes | None = None
             completions = self.completions
             if not decision.status and completions and completions.applies(scope):
-                # a deterministic completion may be answered from the gateway's cache
-                # (docs/caching.md); a hit is charged in the lookup's own Redis call
-                decision, receive, body, completion = await self._completion_lookup(
-                    completions, scope, receive, decision
-                )
+                body, receive = await buffer_body(scope, receive)
+                if rate is not None and (body is None or is_deterministic(scope["path"], body)):
+                    decision, rate = _with_rate(decision, await rate), None
+                if not decision.status and body is not None:
+                    # a deterministic completion may be answered from the gateway's cache
+                    # (docs/caching.md); a hit is charged in the lookup's own Redis call
+                    decision, completion = await self._completion_lookup(
+                        completions, scope, body, decision
+                    )
             if completion is not None and completion.charged is not None:
                 pass  # admitted or refused (429) by the lookup's own charge
             elif (
@@ -135,6 +155,11 @@ class GatewayApp:
                 decision, receive = await self.tokens.admit(
                     scope, receive, decision, body=body, cost=cost
                 )
+            if rate is not None:
+                limited, rate = await rate, None
+                if limited.status and self.tokens is not None:
+                    await self.tokens.give_back(decision)  # refused: nothing was spent
+                decision = _with_rate(decision, limited)
         except ClientBodyTimeout as exc:
             decision = _body_timeout(exc)
         except Exception:
@@ -144,7 +169,20 @@ class GatewayApp:
                 detail="The gateway could not check this request. Quote the request_id "
                 "when reporting.",
             )
+        finally:
+            if rate is not None:
+                rate.cancel()
         return decision, receive, completion
+
+    def _budgeted_post(self, scope: Scope, decision: Decision) -> bool:
+        """A plain HTTP POST that spends a token budget (its two Redis calls may overlap)."""
+        tokens = self.tokens
+        return (
+            tokens is not None
+            and scope["type"] == "http"
+            and scope["method"] == "POST"
+            and tokens.rule(scope, decision) is not None
+        )
 
     def _bad_head(self, headers: list[tuple[bytes, bytes]]) -> tuple[Decision | None, bool]:
         """The refusal of a request head the gateway will not serve (None: it is fine), and
@@ -192,30 +230,32 @@ class GatewayApp:
         """What the request head alone decides: who is calling (401/403), the priority
         forwarded to inference (400 for a malformed ask) and the request-rate limit (429).
         Also the whole answer of ``/gateway/verify`` (forwardAuth)."""
-        decision = await self.auth.authorize(scope, service)
-        if not decision.status and self.priorities is not None:
-            decision = self.priorities.apply(scope, service, decision)
+        decision = await self.identify(scope, service)
         if not decision.status:
             decision = await self._rate_limit(scope, service, decision)
         return decision
 
+    async def identify(self, scope: Scope, service: str) -> Decision:
+        """Who is calling (401/403) and the priority forwarded to inference (400)."""
+        decision = await self.auth.authorize(scope, service)
+        if not decision.status and self.priorities is not None:
+            decision = self.priorities.apply(scope, service, decision)
+        return decision
+
     async def _completion_lookup(
-        self, completions: CompletionCache, scope: Scope, receive: Receive, decision: Decision
-    ) -> tuple[Decision, Receive, bytes | None, CompletionLookup | None]:
-        """Read the body once (replayed to the proxy after) and look the completion up; a hit
-        the caller has a budget for is charged by the same Redis call, and the decision
+        self, completions: CompletionCache, scope: Scope, body: bytes, decision: Decision
+    ) -> tuple[Decision, CompletionLookup | None]:
+        """Look the completion up (the body is replayed to the proxy after); a hit the
+        caller has a budget for is charged by the same Redis call, and the decision
         carries the budget's answer (429 when spent)."""
-        body, receive = await buffer_body(scope, receive)
-        if body is None:  # chunked or large: proxied as always
-            return decision, receive, None, None
         tokens = self.tokens
         rule = None if tokens is None else tokens.rule(scope, decision)
         budget = None if tokens is None or rule is None else tokens.budget
         completion = await completions.lookup(scope, body, budget, rule)
         if completion is None or completion.charged is None or tokens is None or rule is None:
-            return decision, receive, body, completion
+            return decision, completion
         decision = tokens.decide(decision, rule, completion.charged, completion.tokens or 0)
-        return decision, receive, body, completion
+        return decision, completion
 
     async def _rate_limit(self, scope: Scope, service: str, decision: Decision) -> Decision:
         """The decision, refused with 429 when the caller is over its limit; on success the
@@ -302,6 +342,15 @@ class GatewayApp:
     def state(self) -> object:
         """The FastAPI app's state (settings, upstreams), for tests and tools."""
         return self.api.state
+
+
+def _with_rate(decision: Decision, limited: Decision) -> Decision:
+    """``decision`` once its rate-limit check (run beside it) answered: the limit's 429
+    first, else the decision with the RateLimit-* headers ahead of its own, as when the
+    limit is checked first."""
+    if limited.status:
+        return limited
+    return decision.but(response_headers=[*limited.response_headers, *decision.response_headers])
 
 
 def _body_timeout(exc: ClientBodyTimeout) -> Decision:

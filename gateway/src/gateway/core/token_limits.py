@@ -22,6 +22,7 @@ charged the usage stored with it, at admission, instead of an estimate: same win
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -33,9 +34,14 @@ from gateway.config import Settings
 from gateway.core.security import Decision
 from gateway.models.limits import Limit, limit_for, parse_limits
 from gateway.services.request_body import buffer_body, content_length, disconnected
-from gateway.services.token_budget import TokenBudget, TokenOutcome
+from gateway.services.token_budget import (
+    BudgetUnavailable,
+    InvalidReservation,
+    TokenBudget,
+    TokenOutcome,
+)
 from switchboard_common.identity import Principal
-from switchboard_common.internal_calls import TOKEN_RESERVATION_HEADER
+from switchboard_common.internal_calls import TOKEN_RESERVATION_HEADER, UsageSettlement
 
 GENERATION_PATHS = frozenset(
     {
@@ -185,6 +191,18 @@ class TokenGate:
         if cost is not None:  # nothing goes upstream: no reservation to forward
             outcome = replace(outcome, reservation=None)
         return self.decide(decision, rule, outcome, estimate), receive
+
+    async def give_back(self, decision: Decision) -> None:
+        """Return the reservation ``decision`` forwards, if any (the request was refused
+        after all, by its request-rate limit): settled at zero tokens."""
+        for name, value in decision.identity:
+            if name == _RESERVATION:
+                report = UsageSettlement(
+                    reservation=value.decode(), prompt_tokens=0, completion_tokens=0
+                )
+                with contextlib.suppress(InvalidReservation, BudgetUnavailable):
+                    await self.budget.settle(report)
+                return
 
     def probe_for(self, scope: Scope, decision: Decision) -> BudgetProbe | None:
         """For a budgeted WebSocket: a check to run before each message the client sends
