@@ -7,6 +7,7 @@ logs, ``/metrics``), ``/health`` and ``/ready``, and OpenAPI that documents prob
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -48,9 +49,11 @@ def create_service_app(
     @asynccontextmanager
     async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         if lifespan is None:
+            _freeze_startup_objects()
             yield
             return
         async with lifespan(app):
+            _freeze_startup_objects()
             yield
 
     app = FastAPI(
@@ -77,3 +80,22 @@ def create_service_app(
     app.add_middleware(RequestContextMiddleware)
     use_problem_schemas(app)
     return app
+
+
+_freeze = {"after_startup": False}
+
+
+def freeze_after_startup() -> None:
+    """Have apps freeze their startup objects (:func:`_freeze_startup_objects`); called by
+    :func:`switchboard_common.server.serve`, so only a server process does it, never a test
+    process that builds apps by the dozen."""
+    _freeze["after_startup"] = True
+
+
+def _freeze_startup_objects() -> None:
+    """Move everything alive after startup (modules, the app, its routes and models) out
+    of the cyclic garbage collector's reach: they live as long as the process, and every
+    full collection would otherwise walk them again, in the middle of some request."""
+    if _freeze["after_startup"]:
+        gc.collect()
+        gc.freeze()

@@ -8,6 +8,7 @@ from typing import Any
 import uvicorn
 from starlette.types import ASGIApp
 
+from switchboard_common.app import freeze_after_startup
 from switchboard_common.settings import ServiceSettings
 from switchboard_common.telemetry import instrument_clients
 
@@ -35,6 +36,7 @@ def http_protocol(head_timeout_s: float | None = None) -> type[Any] | str:
 def serve(app: ASGIApp | str, settings: ServiceSettings, *, factory: bool = False) -> None:
     """Blocking: serve ``app`` on ``settings.host:settings.port`` until SIGTERM/SIGINT."""
     instrument_clients()
+    freeze_after_startup()  # startup objects leave the garbage collector's full passes
     # Only settings of a server facing clients directly (the gateway's) define a deadline
     # for request heads; services sit behind the gateway, which sends heads at once.
     head_timeout_s: float | None = getattr(settings, "client_header_timeout_s", None)
