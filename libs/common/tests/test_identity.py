@@ -54,6 +54,16 @@ def test_round_trip_stamps_a_60_second_expiry() -> None:
     assert not principal.has_scope("admin")
 
 
+def test_a_verified_pair_is_remembered_but_still_expires_and_stays_bound_to_its_secret() -> None:
+    value, signature = sign_identity(ALICE, SECRET, now=NOW)
+    first = verify_identity(value, signature, SECRET, now=NOW)
+    assert verify_identity(value, signature, SECRET, now=NOW + 30) is first  # checked once
+    with pytest.raises(Unauthorized, match="expired"):
+        verify_identity(value, signature, SECRET, now=NOW + 61)
+    with pytest.raises(Unauthorized, match="signature"):
+        verify_identity(value, signature, "another-secret-0123456789abcdef", now=NOW)
+
+
 def test_payload_is_the_contract_json() -> None:
     value, _ = sign_identity(ALICE, SECRET, now=NOW)
     payload = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
