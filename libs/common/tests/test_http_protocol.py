@@ -103,6 +103,17 @@ async def test_streamed_head_is_not_held_for_a_slow_first_chunk() -> None:
     assert b"".join(transport.writes[1:]) == b"3\r\none\r\n0\r\n\r\n"
 
 
+async def abandoning_app(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    raise RuntimeError("the stream broke before its first chunk")
+
+
+async def test_a_head_held_for_a_first_chunk_that_never_comes_still_goes_out() -> None:
+    transport = await drive(abandoning_app, GET)
+    assert transport.writes and transport.writes[0].startswith(b"HTTP/1.1 200 OK\r\n")
+    assert transport.closed  # then uvicorn cuts the connection: an incomplete response
+
+
 async def test_connection_close_is_applied_after_the_write() -> None:
     transport = await drive(fixed_app, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert b"".join(transport.writes).endswith(b"hello")

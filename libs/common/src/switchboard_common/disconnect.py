@@ -53,14 +53,16 @@ class DisconnectWatch:
 
     def stop(self) -> bool:
         """Stop listening; True when the client left, in which case the cancellation it
-        caused is taken back (the task goes on, e.g. to release what it holds)."""
+        caused is taken back (the task goes on, e.g. to release what it holds). False when
+        another cancellation (shutdown) is still pending: the caller must re-raise."""
+        task, self._task = self._task, None  # a callback already scheduled now does nothing
         watcher = self._watcher
         if watcher is not None:
             watcher.remove_done_callback(self._on_disconnect)
             watcher.cancel()
-        if self.client_gone and self._task is not None and self._task.cancelling():
-            self._task.uncancel()
-        return self.client_gone
+        if not self.client_gone or task is None:
+            return self.client_gone
+        return task.uncancel() == 0 if task.cancelling() else True
 
 
 async def wait_for_disconnect(receive: Receive) -> None:

@@ -91,10 +91,25 @@ class CoalescingCycle(httptools_impl.RequestResponseCycle):
         await super().send(message)
 
     def _write_held(self) -> None:
-        self._flush = None
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
         held, self._held = self._held, None
         if held is not None and not self.disconnected:
             self.transport.write(held)
+
+    async def run_asgi(self, app: Any) -> None:
+        """As uvicorn's, but a head still held when the app returns or raises (a response
+        started and then abandoned) is written first: uvicorn closes the connection next,
+        and the client must see the head before the close, not nothing."""
+
+        async def flushing(scope: Any, receive: Any, send: Any) -> None:
+            try:
+                await app(scope, receive, send)
+            finally:
+                self._write_held()
+
+        await super().run_asgi(flushing)
 
 
 class CoalescingHttpToolsProtocol(httptools_impl.HttpToolsProtocol):
