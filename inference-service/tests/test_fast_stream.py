@@ -200,13 +200,24 @@ def test_takes_only_what_it_can_answer_like_the_route(fast_path: FastStreamPath)
     for scope, raw in [
         (_scope("/inference/chat", ident()), json.dumps(CHAT).encode()),  # not streamed
         (_scope("/inference/chat", ident(), "text/plain"), body),
+        (_scope("/inference/chat", ident(), "application/json-seq"), body),
         (_scope("/inference/chat", {}), body),  # no identity
         (_scope("/inference/chat", ident("memory")), body),  # no inference scope
-        (_scope("/inference/chat", {**ident(), "x-switchboard-signature": "00"}), body),
+        (_scope("/inference/chat", {**ident(), "X-Switchboard-Signature": "00"}), body),
         (_scope("/inference/chat", ident()), b'{"stream": true, "model": ""}'),  # invalid
         (_scope("/inference/generate", ident()), body),  # a chat body is no generate body
     ]:
         assert fast_path._take(scope, raw) is None
+
+
+def test_repeated_headers_count_once_as_the_route_reads_them(fast_path: FastStreamPath) -> None:
+    body = json.dumps(STREAM).encode()
+    scope = _scope("/inference/chat", ident(), "application/vnd.api+json; charset=utf-8")
+    scope["headers"] += [(b"x-priority", b"1"), (b"x-priority", b"5")]
+    scope["headers"] += [(b"cache-control", b"no-store"), (b"cache-control", b"max-age=0")]
+    gen = fast_path._take(scope, body)
+    assert gen is not None and gen.priority == 1
+    assert not gen.cache.store
 
 
 def test_priority_and_cache_directive_follow_the_headers(fast_path: FastStreamPath) -> None:

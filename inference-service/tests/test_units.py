@@ -206,3 +206,21 @@ def test_no_route_dependency_runs_in_the_thread_pool() -> None:
     }
     assert len(routes) > 20
     assert not sync
+
+
+@pytest.mark.parametrize(
+    ("url", "lean"),
+    [
+        ("http://127.0.0.1:11434", True),
+        ("http://ollama.internal:11434/", True),
+        ("http://proxy.internal/ollama", False),  # a path prefix: httpx applies it
+        ("http://user:secret@ollama.internal:11434", False),  # credentials: httpx sends them
+        ("https://ollama.example.com", False),  # TLS: httpx
+    ],
+)
+def test_streams_use_the_lean_client_only_where_it_reaches_the_same_url(
+    url: str, lean: bool
+) -> None:
+    client = OllamaClient(create_http_client(url))
+    assert (client.lean is not None) is lean
+    client.close()

@@ -107,9 +107,10 @@ class FastStreamPath:
 
     def _take(self, scope: Scope, body: bytes) -> Generation | None:
         """The generation when this path can serve the request exactly as the route would."""
-        headers: dict[bytes, bytes] = dict(scope["headers"])
-        content_type = headers.get(_CONTENT_TYPE, b"")
-        if not content_type.startswith(b"application/json") or b'"stream"' not in body:
+        headers: dict[bytes, bytes] = {}
+        for name, value in scope["headers"]:
+            headers.setdefault(name, value)  # the first of repeated headers, as FastAPI reads
+        if not _is_json(headers.get(_CONTENT_TYPE)) or b'"stream"' not in body:
             return None
         model, build = PATHS[scope["path"]]
         try:
@@ -211,6 +212,17 @@ class _SseResponse:
 
     async def finish(self) -> None:
         await self.send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _is_json(content_type: bytes | None) -> bool:
+    """``application/json`` or ``application/*+json`` (parameters ignored): the media types
+    FastAPI parses a body of as JSON; anything else, or none, is left to the route."""
+    if content_type is None:
+        return False
+    media = content_type.split(b";", 1)[0].strip().lower()
+    return media == b"application/json" or (
+        media.startswith(b"application/") and media.endswith(b"+json")
+    )
 
 
 async def _read_body(receive: Receive) -> bytes | None:

@@ -62,7 +62,9 @@ class _Retryable(Exception):
 
 def _lean_client(http: httpx.AsyncClient, retry: RetryPolicy) -> LeanNdjsonClient | None:
     url = http.base_url
-    if url.scheme != "http" or not url.host:
+    # plain http at the root only: a path prefix (a reverse proxy) or credentials in the
+    # URL stay with httpx, which applies them
+    if url.scheme != "http" or not url.host or url.raw_path not in (b"", b"/") or url.userinfo:
         return None
     timeout = http.timeout
     return LeanNdjsonClient(
