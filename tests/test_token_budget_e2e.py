@@ -257,27 +257,47 @@ def test_a_request_over_its_rate_limit_spends_no_token_budget(
     budgeted_user: tuple[Login, str],
     cluster_admin: Login,
     budget_store: redis.Redis,
+    second_gateway: str,
 ) -> None:
-    """The gateway asks for the rate-limit lease and the token reservation at once; a
-    request the rate limit refuses gets that 429 and gives its reservation back."""
+    """A caller that had room under its rate limit gets its rate-limit lease and its token
+    reservation asked for at once; when the limit refuses it after all (another replica
+    took the last slot), the 429 gives the reservation back. A caller known to have no room
+    left is refused before any reservation."""
     user, user_id = budgeted_user
     gateway = cluster.url("gateway")
-    patched = httpx.patch(f"{gateway}/auth/admin/users/{user_id}", json={"rate_limit": "1/minute"},
+    patched = httpx.patch(f"{gateway}/auth/admin/users/{user_id}", json={"rate_limit": "2/minute"},
                           headers=cluster_admin.headers, timeout=10)  # fmt: skip
     assert patched.status_code == 200, patched.text
     limited = login(gateway, user.username, user.password)  # the override is in the token
-    first = chat(gateway, limited, "first")
-    assert first.status_code == 200, first.text
-    assert first.headers["ratelimit-limit"] == "1" and "x-ratelimit-limit-tokens" in first.headers
-    usage = first.json()["usage"]
-    spent = usage["prompt_tokens"] + usage["completion_tokens"]
-    wait_for_used(budget_store, user_id, spent)
-    second = chat(gateway, limited, "second")
-    assert second.status_code == 429, second.text
-    assert "Rate limit of 1 requests" in second.json()["detail"]
-    wait_for_used(budget_store, user_id, spent)  # the second one's estimate was given back
+
+    def spent(resp: httpx.Response) -> int:
+        assert resp.status_code == 200, resp.text
+        usage = resp.json()["usage"]
+        return int(usage["prompt_tokens"] + usage["completion_tokens"])
+
+    first = chat(gateway, limited, "first")  # replica 1 saw one slot left after it …
+    assert first.headers["ratelimit-limit"] == "2" and "x-ratelimit-limit-tokens" in first.headers
+    used = spent(first) + spent(chat(second_gateway, limited, "second"))  # … replica 2 took it
+    wait_for_used(budget_store, user_id, used)
+    reserved = budget_metric(gateway, "decisions_total", "admitted")
+    refused = chat(gateway, limited, "third")  # replica 1 asks both at once: the limit says no
+    assert refused.status_code == 429, refused.text
+    assert "Rate limit of 2 requests" in refused.json()["detail"]
+    assert "retry-after" in refused.headers  # the rate limit's 429, as if asked first
+    assert budget_metric(gateway, "decisions_total", "admitted") == reserved + 1  # reserved …
+    wait_for_used(budget_store, user_id, used)  # … and given back
+    known = chat(gateway, limited, "fourth")  # now known to have no room: not even reserved
+    assert known.status_code == 429
+    assert budget_metric(gateway, "decisions_total", "admitted") == reserved + 1
     time.sleep(0.3)
-    assert used_tokens(budget_store, user_id) == spent
+    assert used_tokens(budget_store, user_id) == used
+
+
+def budget_metric(gateway: str, name: str, outcome: str) -> float:
+    """A ``switchboard_gateway_token_budget_*`` counter of one gateway process."""
+    prefix = f'switchboard_gateway_token_budget_{name}{{outcome="{outcome}"}} '
+    text = httpx.get(gateway + "/metrics", timeout=10).text
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(prefix))
 
 
 def test_client_cannot_send_its_own_reservation(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from contextlib import suppress
 from functools import partial
 
 from fastapi import FastAPI
@@ -115,18 +116,21 @@ class GatewayApp:
         the token budget. Both may read a small body, handing back a receive that replays
         it.
 
-        A budgeted POST asks Redis for its rate-limit lease and its token reservation at
-        the same time (two independent calls, one round trip of waiting on the path to
-        the first token). The outcome is the sequential one: a request refused by its rate
-        limit gets that 429 and its token reservation is given back. Only a deterministic
-        completion keeps the order, because its cache lookup charges a hit for good."""
+        A budgeted POST whose caller had room under its rate limit last time asks Redis
+        for its rate-limit lease and its token reservation at the same time (two
+        independent calls, one round trip of waiting on the path to the first token). The
+        outcome is the sequential one: a request refused by its rate limit gets that 429
+        and its token reservation is given back. A caller at or over its limit is checked
+        first, as is a deterministic completion (its cache lookup charges a hit for good):
+        a refused caller costs no body read and no reservation."""
         completion: CompletionLookup | None = None
         rate: asyncio.Future[Decision] | None = None
+        decision = Decision()
         try:
             decision = await self.identify(scope, service)
             if decision.status:
                 return decision, receive, None
-            if self._budgeted_post(scope, decision):
+            if self._overlap(scope, service, decision):
                 rate = asyncio.ensure_future(self._rate_limit(scope, service, decision))
             else:
                 decision = await self._rate_limit(scope, service, decision)
@@ -164,25 +168,29 @@ class GatewayApp:
             decision = _body_timeout(exc)
         except Exception:
             logger.exception("authorization failed for %s", scope["path"])
+            if self.tokens is not None:
+                await self.tokens.give_back(decision)  # a reservation made before the error
             decision = Decision(
                 status=500,
                 detail="The gateway could not check this request. Quote the request_id "
                 "when reporting.",
             )
         finally:
-            if rate is not None:
-                rate.cancel()
+            if rate is not None:  # refused early (e.g. 408): let a granted lease be recorded
+                with suppress(Exception):
+                    await rate
         return decision, receive, completion
 
-    def _budgeted_post(self, scope: Scope, decision: Decision) -> bool:
-        """A plain HTTP POST that spends a token budget (its two Redis calls may overlap)."""
+    def _overlap(self, scope: Scope, service: str, decision: Decision) -> bool:
+        """Whether the rate-limit check may run beside the token reservation: a plain HTTP
+        POST that spends a token budget, from a caller whose last check left room."""
         tokens = self.tokens
-        return (
-            tokens is not None
-            and scope["type"] == "http"
-            and scope["method"] == "POST"
-            and tokens.rule(scope, decision) is not None
-        )
+        if tokens is None or scope["type"] != "http" or scope["method"] != "POST":
+            return False
+        rule = self.limits.for_request(scope, service, decision.principal)
+        if rule is None or not self.limiter.had_room(rule[0]):
+            return False
+        return tokens.rule(scope, decision) is not None
 
     def _bad_head(self, headers: list[tuple[bytes, bytes]]) -> tuple[Decision | None, bool]:
         """The refusal of a request head the gateway will not serve (None: it is fine), and

@@ -98,6 +98,12 @@ class RateLimiter:
         self._inflight: dict[str, asyncio.Future[None]] = {}
         self.guard = RedisGuard("rate limits not enforced", retry_s)
 
+    def had_room(self, key: str) -> bool:
+        """Whether this replica's last answer for ``key`` admitted it with slots to spare
+        (False for a key it has not seen, or whose last request was refused)."""
+        lease = self._leases.get(key)
+        return lease is not None and (lease.left > 0 or lease.remaining > 0)
+
     async def hit(self, key: str, limit: Limit) -> Outcome:
         # Single flight per key: requests arriving while this replica is already asking
         # Redis for the key wait for that answer (and its lease) instead of asking too.
