@@ -23,7 +23,8 @@ from starlette.types import Message, Receive, Scope, Send
 from gateway.core.completion_cache import is_deterministic
 from gateway.core.limits import LimitPolicy
 from gateway.core.priority import PriorityPolicy
-from gateway.core.responses import deny_websocket, send_problem
+from gateway.core.refusals import body_timeout, refuse, refuse_http, refuse_websocket
+from gateway.core.responses import send_problem
 from gateway.core.route_table import RouteTable
 from gateway.core.security import Authenticator, Decision
 from gateway.core.token_limits import TokenGate
@@ -77,7 +78,7 @@ class GatewayApp:
         if kind == "http" or kind == "websocket":
             bad_head, has_body = self._bad_head(scope["headers"])
             if bad_head is not None:
-                await _refuse(scope, receive, send, bad_head)
+                await refuse(scope, receive, send, bad_head)
                 return
             service = self.table.resolve(scope["path"])
             if service is not None:
@@ -89,7 +90,7 @@ class GatewayApp:
                 decision, receive, completion = await self._admit(scope, receive, service)
                 if kind == "http":
                     if decision.status:
-                        await _refuse_http(scope, send, decision, request_id)
+                        await refuse_http(scope, send, decision, request_id)
                     elif completion is not None and completion.hit is not None:
                         assert self.completions is not None
                         await self.completions.serve(
@@ -98,7 +99,7 @@ class GatewayApp:
                     else:
                         await self._proxy_http(scope, receive, send, service, decision, completion)
                 elif decision.status:
-                    await _refuse_websocket(scope, receive, send, decision, request_id)
+                    await refuse_websocket(scope, receive, send, decision, request_id)
                 else:
                     principal = decision.principal.sub if decision.principal else None
                     probe = None if self.tokens is None else self.tokens.probe_for(scope, decision)
@@ -165,7 +166,7 @@ class GatewayApp:
                     await self.tokens.give_back(decision)  # refused: nothing was spent
                 decision = _with_rate(decision, limited)
         except ClientBodyTimeout as exc:
-            decision = _body_timeout(exc)
+            decision = body_timeout(exc)
         except Exception:
             logger.exception("authorization failed for %s", scope["path"])
             if self.tokens is not None:
@@ -330,7 +331,7 @@ class GatewayApp:
         except ClientBodyTimeout as exc:
             logger.info("client body timeout on %s %s", scope["method"], scope["path"])
             if not started:  # always the case today: the body is read before the answer
-                await _refuse_http(scope, send, _body_timeout(exc), scope["switchboard.request_id"])
+                await refuse_http(scope, send, body_timeout(exc), scope["switchboard.request_id"])
         except Exception:
             logger.exception("proxy error for %s %s", scope["method"], scope["path"])
             if started:
@@ -359,48 +360,3 @@ def _with_rate(decision: Decision, limited: Decision) -> Decision:
     if limited.status:
         return limited
     return decision.but(response_headers=[*limited.response_headers, *decision.response_headers])
-
-
-def _body_timeout(exc: ClientBodyTimeout) -> Decision:
-    return Decision(
-        status=408,
-        detail=f"No request body bytes arrived for {exc.timeout_s:g} s; send the body "
-        "without long pauses.",
-        response_headers=[(b"connection", b"close")],  # the rest of the body is unreadable
-    )
-
-
-async def _refuse(scope: Scope, receive: Receive, send: Send, decision: Decision) -> None:
-    request_id = request_id_from_headers(scope["headers"])
-    if scope["type"] == "http":
-        await _refuse_http(scope, send, decision, request_id)
-    else:
-        await _refuse_websocket(scope, receive, send, decision, request_id)
-
-
-async def _refuse_http(scope: Scope, send: Send, decision: Decision, request_id: str) -> None:
-    await send_problem(
-        send,
-        decision.status,
-        decision.detail,
-        instance=scope["path"],
-        request_id=request_id,
-        headers=decision.response_headers,
-        extensions=decision.extensions,
-    )
-
-
-async def _refuse_websocket(
-    scope: Scope, receive: Receive, send: Send, decision: Decision, request_id: str
-) -> None:
-    if (await receive())["type"] != "websocket.connect":
-        return
-    await deny_websocket(
-        scope,
-        send,
-        decision.status,
-        decision.detail,
-        instance=scope["path"],
-        request_id=request_id,
-        headers=decision.response_headers,
-    )
