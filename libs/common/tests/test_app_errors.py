@@ -155,9 +155,11 @@ async def test_health_and_ready(client: httpx.AsyncClient) -> None:
 async def test_metrics_labelled_by_route_template(client: httpx.AsyncClient) -> None:
     await client.get("/things/abc")
     await client.get("/things/def")
+    await client.get("/metrics")  # a scrape is counted as itself, not as "unmatched"
     text = (await client.get("/metrics")).text
     assert 'route="/things/{name}"' in text
     assert "/things/abc" not in text
+    assert 'method="GET",route="/metrics",service=' in text
 
 
 async def test_openapi_documents_problem_json(client: httpx.AsyncClient) -> None:
