@@ -31,7 +31,8 @@ from starlette.types import Receive
 from gateway.config import Settings
 from gateway.core.monitoring import UPSTREAM_ERRORS, UPSTREAM_RETRIES
 from gateway.services.balancer import HALF_OPEN, Balancer, Instance, backoff_s
-from gateway.services.request_body import ClientDisconnected, RequestBodyStream
+from gateway.services.request_body import RequestBodyStream
+from switchboard_common.asgi_body import ClientDisconnected
 from switchboard_common.disconnect import wait_for_disconnect
 from switchboard_common.lean_http import (
     UpstreamConnectError,

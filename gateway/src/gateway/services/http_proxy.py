@@ -45,11 +45,10 @@ from gateway.services.request_body import (
     BUFFER_LIMIT,
     BodyTooLarge,
     ClientBodyTimeout,
-    ClientDisconnected,
     RequestBodyStream,
-    read_body,
 )
 from gateway.services.upstreams import UpstreamPool
+from switchboard_common.asgi_body import ClientDisconnected, read_body
 from switchboard_common.body_limit import too_large_message
 from switchboard_common.disconnect import DisconnectWatch
 from switchboard_common.lean_http import (

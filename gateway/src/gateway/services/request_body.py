@@ -1,7 +1,8 @@
 """Reading the client's request body for the proxy: whole, or as a bounded stream.
 
 A body that ends with the client gone (``http.disconnect`` before the last chunk) raises
-:class:`ClientDisconnected`: a truncated body is never forwarded as a complete one.
+:class:`~switchboard_common.asgi_body.ClientDisconnected`: a truncated body is never forwarded
+as a complete one.
 A client that goes silent mid-body for longer than allowed (slowloris) makes
 :class:`BodyDeadline` raise :class:`ClientBodyTimeout`; the dispatcher answers 408.
 """
@@ -13,15 +14,13 @@ from collections.abc import AsyncIterator
 
 from starlette.types import Message, Receive, Scope
 
+from switchboard_common.asgi_body import ClientDisconnected, read_body, replay_body
+
 BUFFER_LIMIT = 1024 * 1024  # bodies up to this size with a known length are read whole
 
 
 class BodyTooLarge(Exception):
     pass
-
-
-class ClientDisconnected(Exception):
-    """The client went away before its request was complete or answered."""
 
 
 class ClientBodyTimeout(Exception):
@@ -85,18 +84,6 @@ class RequestBodyStream:
                 return
 
 
-async def read_body(receive: Receive) -> bytes:
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            raise ClientDisconnected  # a truncated body is never sent as a complete one
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
 # --- bodies read before the proxy (completion cache, token estimate) ----------------------
 
 
@@ -114,7 +101,7 @@ async def buffer_body(scope: Scope, receive: Receive) -> tuple[bytes | None, Rec
         body = await read_body(receive)
     except ClientDisconnected:
         return None, disconnected
-    return body, _replay(body, receive)
+    return body, replay_body(body, receive)
 
 
 def content_length(scope: Scope) -> int | None:
@@ -130,21 +117,6 @@ def content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None
     return length
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """``receive`` that first hands out the already-read body, then defers to the client
-    (so the proxy still notices a disconnect)."""
-    pending = True
-
-    async def replayed() -> Message:
-        nonlocal pending
-        if pending:
-            pending = False
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replayed
 
 
 async def disconnected() -> Message:

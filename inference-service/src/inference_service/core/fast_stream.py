@@ -36,7 +36,7 @@ from fastapi import FastAPI
 from fastapi.routing import RouteContext, iter_route_contexts
 from pydantic import BaseModel, SecretStr, ValidationError
 from starlette.requests import Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from inference_service.config import Settings
 from inference_service.core.sse import SSE_HEADERS, chunk_events, error_problem, sse
@@ -46,6 +46,7 @@ from inference_service.services.inference import Generation
 from inference_service.services.requests import chat_generation, generate_generation
 from inference_service.services.response_cache import CacheDirective
 from switchboard_common import ProblemError
+from switchboard_common.asgi_body import ClientDisconnected, read_body, replay_body
 from switchboard_common.disconnect import DisconnectWatch
 from switchboard_common.identity import verify_identity
 from switchboard_common.server_span import server_span
@@ -86,12 +87,13 @@ class FastStreamPath:
                 await self.app(scope, receive, traced_send)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = await _read_body(receive)
-        if body is None:  # the client left before sending its body
+        try:
+            body = await read_body(receive)
+        except ClientDisconnected:  # the client left before sending its body
             return
         gen = self._take(scope, body)
         if gen is None:
-            await self.app(scope, _replay(body, receive), send)
+            await self.app(scope, replay_body(body, receive), send)
             return
         scope["route"] = self._route(scope["path"])  # metrics label it like the router does
         await self._stream(gen, scope, receive, send)
@@ -223,28 +225,3 @@ def _is_json(content_type: bytes | None) -> bool:
     return media == b"application/json" or (
         media.startswith(b"application/") and media.endswith(b"+json")
     )
-
-
-async def _read_body(receive: Receive) -> bytes | None:
-    parts: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        parts.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return parts[0] if len(parts) == 1 else b"".join(parts)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """``receive`` that yields the already-read body first, then the client's messages."""
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
