@@ -153,6 +153,15 @@ class Settings(ServiceSettings):
         "usage replaces the estimate when the generation ends.",
     )
 
+    speculative_admission: bool = Field(
+        default=True,
+        description="Send a budgeted streamed generation upstream while its rate-limit "
+        "and token-budget checks are in Redis, when this replica last saw room for it; its "
+        "answer waits for the checks, and a refusal closes the upstream request and answers "
+        "429 (docs/rate-limits.md#streams-sent-ahead-of-their-checks). `false`: every check "
+        "answers before anything is forwarded.",
+    )
+
     @field_validator("token_limits")
     @classmethod
     def _valid_token_limits(cls, value: str) -> str:

@@ -159,6 +159,7 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
         priorities=PriorityPolicy.from_settings(settings),
         cache=cache,
         completions=completions,
+        speculative=settings.speculative_admission,
     )
     api.state.gateway = gateway  # /gateway/verify runs the same checks as the proxy
     return gateway

@@ -79,8 +79,11 @@ def is_deterministic(path: str, body: bytes) -> bool:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):  # deeply nested: not ours
         return False
-    if not isinstance(document, dict):
-        return False
+    return isinstance(document, dict) and deterministic_document(path, document)
+
+
+def deterministic_document(path: str, document: dict[str, Any]) -> bool:
+    """:func:`is_deterministic` of a body already parsed into a JSON object."""
     if path.startswith("/v1/"):  # OpenAI's sampling fields are top-level
         return _is_zero(document.get("temperature")) or document.get("seed") is not None
     options = document.get("options")

@@ -16,18 +16,20 @@ import asyncio
 import logging
 from contextlib import suppress
 from functools import partial
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.types import Message, Receive, Scope, Send
 
-from gateway.core.completion_cache import is_deterministic
+from gateway.core.completion_cache import deterministic_document
 from gateway.core.limits import LimitPolicy
 from gateway.core.priority import PriorityPolicy
 from gateway.core.refusals import body_timeout, refuse, refuse_http, refuse_websocket
 from gateway.core.responses import send_problem
 from gateway.core.route_table import RouteTable
 from gateway.core.security import Authenticator, Decision
-from gateway.core.token_limits import TokenGate
+from gateway.core.speculation import AdmissionRefused, HeldSend, SendAhead, with_rate
+from gateway.core.token_limits import TokenGate, parse_body
 from gateway.services.completion_cache import CompletionCache, CompletionLookup
 from gateway.services.http_proxy import HttpProxy
 from gateway.services.rate_limit import RateLimiter
@@ -37,6 +39,10 @@ from gateway.services.ws_proxy import WebSocketProxy
 from switchboard_common.request_context import request_id_from_headers
 
 logger = logging.getLogger("switchboard.gateway")
+_CHECK_FAILED = Decision(
+    status=500,
+    detail="The gateway could not check this request. Quote the request_id when reporting.",
+)
 
 
 class GatewayApp:
@@ -57,6 +63,7 @@ class GatewayApp:
         priorities: PriorityPolicy | None = None,
         cache: ResponseCache | None = None,
         completions: CompletionCache | None = None,
+        speculative: bool = True,
     ) -> None:
         self.api = api
         self.table = table
@@ -72,6 +79,10 @@ class GatewayApp:
         self.priorities = priorities
         self.cache = cache  # GET response cache (docs/caching.md); None: off
         self.completions = completions  # deterministic completions (L1); None: off
+        # streams sent ahead of their checks (core/speculation.py); None: off
+        self.ahead = (
+            SendAhead(tokens, limits, limiter, _CHECK_FAILED) if speculative and tokens else None
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -87,9 +98,11 @@ class GatewayApp:
                     receive = BodyDeadline(receive, self.body_timeout_s)
                 request_id = request_id_from_headers(scope["headers"])
                 scope["switchboard.request_id"] = request_id
-                decision, receive, completion = await self._admit(scope, receive, service)
+                decision, receive, completion, pending = await self._admit(scope, receive, service)
                 if kind == "http":
-                    if decision.status:
+                    if pending is not None:  # sent ahead of its checks (core/speculation.py)
+                        await self._proxy_ahead(scope, receive, send, service, decision, pending)
+                    elif decision.status:
                         await refuse_http(scope, send, decision, request_id)
                     elif completion is not None and completion.hit is not None:
                         assert self.completions is not None
@@ -111,7 +124,7 @@ class GatewayApp:
 
     async def _admit(
         self, scope: Scope, receive: Receive, service: str
-    ) -> tuple[Decision, Receive, CompletionLookup | None]:
+    ) -> tuple[Decision, Receive, CompletionLookup | None, asyncio.Future[Decision] | None]:
         """Every check before the request goes anywhere: who is calling and the priority,
         the request-rate limit, then for generation routes the completion cache (L1) and
         the token budget. Both may read a small body, handing back a receive that replays
@@ -123,30 +136,52 @@ class GatewayApp:
         outcome is the sequential one: a request refused by its rate limit gets that 429
         and its token reservation is given back. A caller at or over its limit is checked
         first, as is a deterministic completion (its cache lookup charges a hit for good):
-        a refused caller costs no body read and no reservation."""
+        a refused caller costs no body read and no reservation.
+
+        A streamed generation from a caller whose room covers it is not held for the two
+        answers at all: the fourth value is then the future of its checks, and the request
+        is proxied at once with its answer held (``core/speculation.py``)."""
         completion: CompletionLookup | None = None
         rate: asyncio.Future[Decision] | None = None
         decision = Decision()
         try:
             decision = await self.identify(scope, service)
             if decision.status:
-                return decision, receive, None
+                return decision, receive, None, None
             if self._overlap(scope, service, decision):
                 rate = asyncio.ensure_future(self._rate_limit(scope, service, decision))
             else:
                 decision = await self._rate_limit(scope, service, decision)
             body: bytes | None = None
+            document: dict[str, Any] | None = None  # the body parsed, when it was
             completions = self.completions
             if not decision.status and completions and completions.applies(scope):
                 body, receive = await buffer_body(scope, receive)
-                if rate is not None and (body is None or is_deterministic(scope["path"], body)):
-                    decision, rate = _with_rate(decision, await rate), None
-                if not decision.status and body is not None:
+                document = None if body is None else parse_body(body)  # parsed once, here
+                deterministic = document is not None and deterministic_document(
+                    scope["path"], document
+                )
+                if rate is not None and (body is None or deterministic):
+                    decision, rate = with_rate(decision, await rate), None
+                if not decision.status and deterministic and body is not None:
                     # a deterministic completion may be answered from the gateway's cache
                     # (docs/caching.md); a hit is charged in the lookup's own Redis call
                     decision, completion = await self._completion_lookup(
                         completions, scope, body, decision
                     )
+                elif not decision.status and body is not None:
+                    completions.bypass()
+            if rate is not None and completion is None and not decision.status and self.ahead:
+                if body is None:
+                    body, receive = await buffer_body(scope, receive)
+                pending = (
+                    None
+                    if body is None or self.ahead is None
+                    else self.ahead.start(scope, service, decision, rate, body, document)
+                )
+                if pending is not None:
+                    rate = None  # the checks own it now
+                    return pending[0], receive, None, pending[1]
             if completion is not None and completion.charged is not None:
                 pass  # admitted or refused (429) by the lookup's own charge
             elif (
@@ -164,23 +199,40 @@ class GatewayApp:
                 limited, rate = await rate, None
                 if limited.status and self.tokens is not None:
                     await self.tokens.give_back(decision)  # refused: nothing was spent
-                decision = _with_rate(decision, limited)
+                decision = with_rate(decision, limited)
         except ClientBodyTimeout as exc:
             decision = body_timeout(exc)
         except Exception:
             logger.exception("authorization failed for %s", scope["path"])
             if self.tokens is not None:
                 await self.tokens.give_back(decision)  # a reservation made before the error
-            decision = Decision(
-                status=500,
-                detail="The gateway could not check this request. Quote the request_id "
-                "when reporting.",
-            )
+            decision = _CHECK_FAILED
         finally:
             if rate is not None:  # refused early (e.g. 408): let a granted lease be recorded
                 with suppress(Exception):
                     await rate
-        return decision, receive, completion
+        return decision, receive, completion, None
+
+    async def _proxy_ahead(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        service: str,
+        decision: Decision,
+        pending: asyncio.Future[Decision],
+    ) -> None:
+        """Proxy a request sent ahead of its checks; its answer waits for them, and a
+        refusal closes the upstream exchange and answers the 429 instead."""
+        try:
+            # the response headers come with the checks' decision (HeldSend adds them)
+            held = HeldSend(send, pending)
+            await self._proxy_http(scope, receive, held, service, decision.but(response_headers=[]))
+        except AdmissionRefused as refused:
+            await refuse_http(scope, send, refused.decision, scope["switchboard.request_id"])
+        finally:
+            with suppress(Exception):
+                await pending  # a client that left early: the checks still end (and count)
 
     def _overlap(self, scope: Scope, service: str, decision: Decision) -> bool:
         """Whether the rate-limit check may run beside the token reservation: a plain HTTP
@@ -328,6 +380,8 @@ class GatewayApp:
                     decision.principal,
                     decision.response_headers,
                 )
+        except AdmissionRefused:
+            raise  # sent ahead and refused: nothing went out, the caller answers the 429
         except ClientBodyTimeout as exc:
             logger.info("client body timeout on %s %s", scope["method"], scope["path"])
             if not started:  # always the case today: the body is read before the answer
@@ -351,12 +405,3 @@ class GatewayApp:
     def state(self) -> object:
         """The FastAPI app's state (settings, upstreams), for tests and tools."""
         return self.api.state
-
-
-def _with_rate(decision: Decision, limited: Decision) -> Decision:
-    """``decision`` once its rate-limit check (run beside it) answered: the limit's 429
-    first, else the decision with the RateLimit-* headers ahead of its own, as when the
-    limit is checked first."""
-    if limited.status:
-        return limited
-    return decision.but(response_headers=[*limited.response_headers, *decision.response_headers])

@@ -37,6 +37,7 @@ from gateway.services.request_body import buffer_body, content_length, disconnec
 from gateway.services.token_budget import (
     BudgetUnavailable,
     InvalidReservation,
+    Reservation,
     TokenBudget,
     TokenOutcome,
 )
@@ -97,12 +98,13 @@ class TokenLimitPolicy:
         if body is None:
             prompt = (content_length or 0) // CHARS_PER_TOKEN
             return max(1, prompt + self.max_completion)
-        try:
-            document = json.loads(body)
-        except (ValueError, UnicodeDecodeError, RecursionError):
+        document = parse_body(body)
+        if document is None:
             return max(1, len(body) // CHARS_PER_TOKEN + self.max_completion)
-        if not isinstance(document, dict):
-            return max(1, len(body) // CHARS_PER_TOKEN + self.max_completion)
+        return self.estimate_document(document, path)
+
+    def estimate_document(self, document: dict[str, Any], path: str) -> int:
+        """The estimate of a body already parsed (a JSON object)."""
         prompt = -(-_prompt_chars(document) // CHARS_PER_TOKEN)
         return max(1, prompt + self._completion(document, path))
 
@@ -119,6 +121,15 @@ class TokenLimitPolicy:
         if isinstance(asked, int) and not isinstance(asked, bool) and asked >= 0:
             return min(asked, self.max_completion)
         return self.max_completion
+
+
+def parse_body(body: bytes) -> dict[str, Any] | None:
+    """A generation body as a JSON object; None when it is not one."""
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    return document if isinstance(document, dict) else None
 
 
 def _text_chars(value: object) -> int:
@@ -150,6 +161,20 @@ def _prompt_chars(document: dict[str, Any]) -> int:
 BudgetProbe = Callable[[], Awaitable[float | None]]
 
 
+@dataclass(frozen=True, slots=True)
+class Ahead:
+    """A streamed generation about to be sent ahead of its reservation (``core/speculation``):
+    its reservation is made up front, so the header can go upstream before Redis answers."""
+
+    rule: TokenRule
+    estimate: int
+    reservation: Reservation
+    decision: Decision  # the caller's decision plus the reservation header to forward
+
+
+_ROOM_KEYS = 50_000  # budget keys whose last-seen room this replica remembers
+
+
 class TokenGate:
     """Admits a budgeted request (its reservation rides to the service with the identity
     headers, its budget headers to the client) or turns it into a 429."""
@@ -157,6 +182,48 @@ class TokenGate:
     def __init__(self, policy: TokenLimitPolicy, budget: TokenBudget) -> None:
         self.policy = policy
         self.budget = budget
+        # tokens left in each budget as Redis last answered this replica (a hint: other
+        # replicas spend the same budgets), for sending streams ahead of their checks
+        self._room: dict[str, int] = {}
+
+    def room(self, key: str) -> int:
+        """Tokens left in budget ``key`` when Redis last answered (0: unknown)."""
+        return self._room.get(key, 0)
+
+    def ahead(
+        self,
+        scope: Scope,
+        decision: Decision,
+        body: bytes,
+        document: dict[str, Any] | None = None,
+    ) -> Ahead | None:
+        """The reservation of a budgeted streamed generation, made before Redis is asked
+        (:meth:`confirm` asks); None when the request is not one. ``document``: ``body``
+        already parsed, if it was."""
+        rule = self.rule(scope, decision)
+        if rule is None or rule.probe:
+            return None
+        if document is None:
+            document = parse_body(body)
+        path: str = scope["path"]
+        if document is None or not wants_stream(path, document):
+            return None
+        reservation = self.budget.new_reservation(rule.key, rule.limit)
+        sealed = self.budget.seal(reservation)
+        identity = [*decision.identity, (_RESERVATION, sealed.encode())]
+        estimate = self.policy.estimate_document(document, path)
+        return Ahead(rule, estimate, reservation, decision.but(identity=identity))
+
+    async def confirm(self, ahead: Ahead, decision: Decision) -> Decision:
+        """Ask Redis for the reservation of a request already sent ahead: ``decision``
+        with the budget headers, or the 429. A refused reservation is marked settled at
+        zero, so the usage the service may report for it later charges nothing."""
+        outcome = await self.budget.reserve(
+            ahead.rule.key, ahead.rule.limit, ahead.estimate, reservation=ahead.reservation
+        )
+        if not outcome.allowed:
+            await self.give_back(ahead.decision)
+        return self.decide(decision, ahead.rule, outcome, ahead.estimate)
 
     async def admit(
         self,
@@ -229,6 +296,11 @@ class TokenGate:
         """The decision once the budget answered: 429, or admitted with the budget headers
         (and the reservation to forward, when there is one)."""
         headers = [*decision.response_headers, *outcome.headers()]
+        if outcome.limit:  # enforced: remember the room it left
+            self._room.pop(rule.key, None)
+            if len(self._room) >= _ROOM_KEYS:
+                del self._room[next(iter(self._room))]  # the least recently answered
+            self._room[rule.key] = max(0, outcome.remaining)
         if not outcome.allowed:
             wait = max(1, round(outcome.reset_s))
             left = max(0, outcome.remaining)
@@ -257,3 +329,11 @@ class TokenGate:
 
 def _window(limit: Limit) -> str:
     return "minute" if limit.window_s == 60 else f"{limit.window_s:g} s"
+
+
+def wants_stream(path: str, document: dict[str, Any]) -> bool:
+    """Whether a generation body asks for a stream: ``"stream": true``, or no ``stream``
+    field on the Ollama wire format (``/api/*``), whose default is to stream."""
+    if "stream" not in document:
+        return path.startswith("/api/")
+    return document["stream"] is True

@@ -134,6 +134,11 @@ class CompletionCache:
         nothing else)."""
         return scope["path"] in COMPLETION_PATHS and scope["method"] == "POST"
 
+    def bypass(self) -> None:
+        """Count a request the caller already knows is not deterministic (what
+        :meth:`lookup` would have counted for it)."""
+        CACHE_REQUESTS.labels("bypass", LAYER).inc()
+
     async def lookup(
         self,
         scope: Scope,

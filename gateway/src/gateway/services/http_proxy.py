@@ -39,6 +39,7 @@ from gateway.core.monitoring import (
     span_traceparent,
 )
 from gateway.core.responses import send_problem
+from gateway.core.speculation import AdmissionRefused
 from gateway.services.exchange import Exchanger, UpstreamFailure
 from gateway.services.proxy_tracing import build_proxy_tracer
 from gateway.services.request_body import (
@@ -130,6 +131,9 @@ class HttpProxy:
             )
         except ClientBodyTimeout:
             status = 408  # the dispatcher answers it (core/dispatch.py)
+            raise
+        except AdmissionRefused as refused:
+            status = refused.decision.status  # sent ahead, then refused: the dispatcher answers
             raise
         finally:
             metrics.in_flight.dec()

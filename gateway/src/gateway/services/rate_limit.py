@@ -104,6 +104,12 @@ class RateLimiter:
         lease = self._leases.get(key)
         return lease is not None and (lease.left > 0 or lease.remaining > 0)
 
+    def room(self, key: str) -> int:
+        """Slots this replica's last answer for ``key`` left: its lease's plus those free in
+        Redis then (0 for a key it has not seen, or whose last request was refused)."""
+        lease = self._leases.get(key)
+        return 0 if lease is None else max(0, lease.left) + max(0, lease.remaining)
+
     async def hit(self, key: str, limit: Limit) -> Outcome:
         # Single flight per key: requests arriving while this replica is already asking
         # Redis for the key wait for that answer (and its lease) instead of asking too.

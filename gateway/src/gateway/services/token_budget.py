@@ -176,16 +176,33 @@ class TokenBudget:
         CHARGED.inc(charge)
         return TokenOutcome(True, limit.count, int(remaining), int(reset_ms) / 1000)
 
+    def new_reservation(self, key: str, limit: Limit) -> Reservation:
+        """A fresh reservation id for budget ``key`` (nothing is charged yet)."""
+        return Reservation(secrets.token_urlsafe(12), int(limit.window_s * 1000), key)
+
+    def seal(self, reservation: Reservation) -> str:
+        """``reservation`` as the value of the header forwarded to the service."""
+        return reservation.seal(self.secret)
+
     async def reserve(
-        self, key: str, limit: Limit, estimate: int, *, probe: bool = False
+        self,
+        key: str,
+        limit: Limit,
+        estimate: int,
+        *,
+        probe: bool = False,
+        reservation: Reservation | None = None,
     ) -> TokenOutcome:
         """Admit a generation estimated at ``estimate`` tokens, or refuse it (429).
 
         ``probe``: only check that some budget is left (a WebSocket handshake, whose
         generations are charged as they are reported); no estimate is charged.
+        ``reservation``: made beforehand (:meth:`new_reservation`), when its header went
+        upstream before this call; else a new one.
         """
         window_ms = int(limit.window_s * 1000)
-        reservation = Reservation(secrets.token_urlsafe(12), window_ms, key)
+        if reservation is None:
+            reservation = self.new_reservation(key, limit)
         now = time.monotonic()
         if self.guard.skipping(now):
             return self._fail_open(reservation)
