@@ -1,10 +1,15 @@
 """inference service settings: environment variables prefixed ``INFERENCE_``."""
 
+from functools import lru_cache
+
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from inference_service.services.admission import parse_priority_caps
 from switchboard_common import ServiceSettings
+
+# priority_cap() runs on every generation's path: the caps string is parsed once per value
+_parsed_caps = lru_cache(maxsize=4)(parse_priority_caps)
 
 
 class Settings(ServiceSettings):
@@ -63,7 +68,7 @@ class Settings(ServiceSettings):
     def priority_cap(self, tier: str, role: str) -> int:
         if role == "admin":
             return 9
-        caps = parse_priority_caps(self.priority_caps)
+        caps = _parsed_caps(self.priority_caps)
         return caps.get(tier, caps.get("default", 9))
 
     @field_validator("priority_caps")

@@ -92,8 +92,10 @@ class Backend:
         return self.client.base_url
 
     def has(self, model: str) -> bool:
-        wanted = normalize_model(model)
-        return any(normalize_model(str(m.get("name", ""))) == wanted for m in self.models)
+        """Is ``model`` in the current list? (``known`` is that list's normalised names, set
+        with it on every successful fetch; a failed fetch empties ``models`` but keeps
+        ``known`` for :meth:`had`.) A set lookup: this runs on every generation."""
+        return bool(self.models) and normalize_model(model) in self.known
 
     def had(self, model: str) -> bool:
         """Was ``model`` on this backend when its list was last fetched successfully?"""

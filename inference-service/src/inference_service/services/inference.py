@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
+from inference_service.core.deferred import Deferred
 from inference_service.services.admission import AdmissionGate, PositionCallback
 from inference_service.services.backends import Backend, BackendPool
 from inference_service.services.errors import ModelNotFound, OllamaUnavailable
@@ -85,7 +87,7 @@ class InferenceService:
             raise error from None
 
     async def _prepare(self, gen: Generation, failed: set[str] | None = None) -> Backend:
-        self._check_size(prompt_bytes(gen.body))
+        """The backend for ``gen`` (its prompt size was checked by :meth:`_lookup`)."""
         backend = await self.pool.pick(gen.model, frozenset(failed or ()))
         num_ctx = (gen.body.get("options") or {}).get("num_ctx")
         if isinstance(num_ctx, int):
@@ -108,9 +110,11 @@ class InferenceService:
         )
 
     async def _lookup(self, gen: Generation) -> Lookup:
-        """The response-cache outcome (sets ``gen.cache_status``)."""
+        """The response-cache outcome (sets ``gen.cache_status``); 413 for a prompt over
+        the limit (checked once here, not again per backend tried)."""
         if self.cache is None:
             gen.cache_status = "BYPASS"
+            self._check_size(prompt_bytes(gen.body))
             return Lookup("BYPASS")
         self._check_size(prompt_bytes(gen.body))
         lookup = await self.cache.lookup(self.pool, gen.kind, gen.body, gen.cache)
@@ -168,14 +172,15 @@ class InferenceService:
         while True:
             backend = await self._prepare(gen, failed)
             started = False
+            # the Ollama request is encoded while the admission queue's Redis call is in
+            # flight (nothing is sent before the slot is granted): docs/inference.md
+            call = Deferred(partial(backend.client.prepare_stream, gen.kind, gen.body))
             try:
                 async with (
                     self.admission.admit(backend.name, gen.model, gen.priority, on_position),
                     self.pool.use(backend),
                 ):
-                    client = backend.client
-                    chunks = client.stream_chat if gen.kind == "chat" else client.stream_generate
-                    async for chunk in chunks(gen.body):
+                    async for chunk in call.result()():
                         started = True
                         if recorder is not None:
                             recorder.add(chunk)

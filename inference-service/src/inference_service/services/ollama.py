@@ -17,9 +17,10 @@ generator's ``finally``, so Ollama sees the disconnect and cancels the generatio
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, Literal
 
 import httpx
 from tenacity import (
@@ -39,6 +40,10 @@ from inference_service.services.errors import (
 from inference_service.services.ollama_stream import LeanNdjsonClient, error_message, parse_line
 
 JsonDict = dict[str, Any]
+StreamKind = Literal["chat", "generate"]
+#: A generation stream ready to be sent: calling it starts the Ollama call.
+StreamCall = Callable[[], AsyncIterator[JsonDict]]
+_STREAM_PATHS: dict[StreamKind, str] = {"chat": "/api/chat", "generate": "/api/generate"}
 _TRANSPORT_ERRORS = (httpx.TransportError,)
 
 
@@ -83,6 +88,8 @@ class OllamaClient:
     def __init__(self, http: httpx.AsyncClient, retry: RetryPolicy | None = None) -> None:
         self.http = http
         self.retry = retry or RetryPolicy()
+        # the backend's name in the pool, the queue and errors: read on every request
+        self._base_url = str(http.base_url).rstrip("/")
         # streams (every generation's hot path) go over the lean client when it can reach
         # the backend: plain http:// only (docs/inference.md#backends)
         self.lean = _lean_client(http, self.retry)
@@ -94,7 +101,7 @@ class OllamaClient:
 
     @property
     def base_url(self) -> str:
-        return str(self.http.base_url).rstrip("/")
+        return self._base_url
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -217,6 +224,15 @@ class OllamaClient:
 
     def stream_generate(self, body: JsonDict) -> AsyncIterator[JsonDict]:
         return self._stream("/api/generate", body)
+
+    def prepare_stream(self, kind: StreamKind, body: JsonDict) -> StreamCall:
+        """``stream_chat`` / ``stream_generate`` in two steps: this encodes the request (no
+        I/O, no span), the returned call sends it. Lets the encoding overlap the admission
+        queue's round trip; on the httpx path the call does all of the work."""
+        path = _STREAM_PATHS[kind]
+        if self.lean is not None:
+            return partial(self.lean.send, self.lean.prepare(path, body))
+        return partial(self._httpx_stream, path, body)
 
     async def embed(self, body: JsonDict) -> JsonDict:
         return await self._json("POST", "/api/embed", body)

@@ -20,6 +20,12 @@ Same contract as the rest of :class:`~inference_service.services.ollama.OllamaCl
 One client span per call (``POST /api/chat``, kind CLIENT, ``traceparent`` sent), as the
 httpx instrumentation makes for every other Ollama call. Plain ``http://`` backends only:
 an ``https://`` backend is streamed through httpx (:class:`OllamaClient` chooses).
+
+A call is built in two steps so the first can overlap the admission queue's Redis round
+trip (``InferenceService.stream``): :meth:`LeanNdjsonClient.prepare` encodes the body and
+every header but ``traceparent`` (nothing is sent); :meth:`LeanNdjsonClient.send`, once the
+slot is granted, opens the client span — which therefore covers the HTTP call only, not
+the queue wait — and writes the request. ``stream(path, body)`` does both at once.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import asyncio
 import json
 import random
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry import propagate, trace
@@ -85,6 +92,21 @@ class _Retry(Exception):
     """Internal: a failure before the answer that is worth another attempt."""
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedPost:
+    """A streamed POST built ahead of its slot: the body and the head after ``traceparent``."""
+
+    path: str
+    model: str | None
+    payload: bytes
+    tail: bytes  # content-type, accept, content-length and the blank line
+
+
+_TAIL = (
+    b"content-type: application/json\r\naccept: application/x-ndjson\r\ncontent-length: %d\r\n\r\n"
+)
+
+
 class LeanNdjsonClient:
     """Streaming POSTs to one plain-HTTP Ollama backend (``host:port``)."""
 
@@ -103,6 +125,8 @@ class LeanNdjsonClient:
             host, port, connect_timeout_s=connect_timeout_s, keepalive_s=keepalive_s
         )
         self.base_url = f"http://{host}:{port}"
+        # per path, built once: the request line + host header, and the span's attributes
+        self._heads: dict[str, tuple[bytes, dict[str, str | int]]] = {}
         self.read_timeout_s = read_timeout_s
         self.retries = retries
         self.base_s, self.max_s, self.jitter_s = backoff
@@ -115,27 +139,41 @@ class LeanNdjsonClient:
         wait: float = min(self.max_s, self.base_s * 2.0**attempt)
         return wait + random.uniform(0, self.jitter_s)  # noqa: S311 (jitter, not secrecy)
 
-    async def stream(self, path: str, body: JsonDict) -> AsyncIterator[JsonDict]:
+    def stream(self, path: str, body: JsonDict) -> AsyncIterator[JsonDict]:
         """The chunks of ``POST path`` with ``body`` (``stream`` forced on)."""
+        return self.send(self.prepare(path, body))
+
+    def prepare(self, path: str, body: JsonDict) -> PreparedPost:
+        """Encode ``POST path`` with ``body`` (``stream`` forced on); nothing is sent."""
         model = body.get("model") if isinstance(body.get("model"), str) else None
         payload = json.dumps({**body, "stream": True}, separators=(",", ":")).encode()
-        span = _tracer.start_span(
-            f"POST {path}",
-            kind=SpanKind.CLIENT,
-            attributes={
-                "http.request.method": "POST",
-                "url.full": self.base_url + path,
-                "server.address": self.client.host,
-                "server.port": self.client.port,
-            },
-        )
+        return PreparedPost(path, model, payload, _TAIL % len(payload))
+
+    def _head_start(self, path: str) -> tuple[bytes, dict[str, str | int]]:
+        known = self._heads.get(path)
+        if known is None:
+            known = self._heads[path] = (
+                self.client.head("POST", path.encode(), [], b"")[:-2],  # no blank line yet
+                {
+                    "http.request.method": "POST",
+                    "url.full": self.base_url + path,
+                    "server.address": self.client.host,
+                    "server.port": self.client.port,
+                },
+            )
+        return known
+
+    async def send(self, prepared: PreparedPost) -> AsyncIterator[JsonDict]:
+        """The chunks of a prepared call; its client span starts here."""
+        path, model, payload = prepared.path, prepared.model, prepared.payload
+        start, attributes = self._head_start(path)
+        span = _tracer.start_span(f"POST {path}", kind=SpanKind.CLIENT, attributes=attributes)
         carrier: dict[str, str] = {}
         propagate.inject(carrier, context=trace.set_span_in_context(span))
-        headers = [(k.encode(), v.encode()) for k, v in carrier.items()]
-        headers += [(b"content-type", b"application/json"), (b"accept", b"application/x-ndjson")]
-        head = self.client.head(
-            "POST", path.encode(), headers, b"content-length: %d\r\n" % len(payload)
+        head = b"".join(
+            [start, *(b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in carrier.items())]
         )
+        head += prepared.tail
         conn: UpstreamConnection | None = None
         response: UpstreamResponse | None = None
         try:

@@ -11,7 +11,9 @@ Algorithm (the Lua side is documented in ``queue_scripts.py``):
 1. **Slots are leases.** A holder is a member of ``{Q}:holders`` scored by lease expiry
    (Redis clock). While inside the context a background task renews the lease every
    ``lease_s / 3``; a replica that dies stops renewing and its slots are reclaimed by the
-   next script that runs after ``lease_s``.
+   next script that runs after ``lease_s``. That task, the admission span and the metrics
+   are started once the caller first waits inside the block (it has sent its Ollama
+   request by then), not between the grant and that request (``queue_lane.py``).
 2. **Enqueue.** A request that cannot take a slot at once joins ``{Q}:wait`` with the score
    ``enqueued_at - priority * aging_s``: ordering by it equals ordering by the aged priority
    ``priority + waited / aging_s``, FIFO on ties. Each priority has its own bound
@@ -44,6 +46,7 @@ away, after which the slot may be given to someone else while the request still 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import random
@@ -52,13 +55,15 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager, suppress
+from functools import partial
 from typing import Any
 
-from opentelemetry import trace
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from inference_service.core.deferred import Deferred
 from inference_service.services import queue_scripts as lua
+from inference_service.services.queue_lane import AdmissionSpan, Lane
 from inference_service.services.queue_metrics import queue_metrics
 from inference_service.services.queue_models import (
     MAX_PRIORITY,
@@ -77,7 +82,6 @@ from switchboard_common.lean_redis import LeanRedis, Script
 logger = logging.getLogger(__name__)
 
 PositionCallback = Callable[[int], Awaitable[None]]
-_tracer = trace.get_tracer("inference_service.queue")
 
 
 def _text(value: bytes | str) -> str:
@@ -101,6 +105,12 @@ class RedisAdmissionQueue:
         self.channel = f"{prefix}:released"
         self.notifier = ReleaseNotifier(redis, self.channel)
         self.replica = f"{socket.gethostname()}:{os.getpid()}"
+        # holder ids: this process's random prefix + a counter (unique like a uuid4 per
+        # request, without its urandom call on the first token's path); the random part
+        # keeps a restarted container (same hostname, pid 1) from reusing a live lease's id
+        self._holder_prefix = f"{self.replica}:{uuid.uuid4().hex[:16]}:"
+        self._serials = itertools.count(1)
+        self._lanes: dict[tuple[str, str], Lane] = {}
         script: Callable[[str], Script] = redis.register_script if lean is None else lean.script
         self._enqueue = script(lua.ENQUEUE)
         self._poll = script(lua.POLL)
@@ -133,45 +143,71 @@ class RedisAdmissionQueue:
         """Hold one slot of ``backend|model`` for the duration of the ``async with`` block."""
         if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
             raise ValueError(f"priority must be {MIN_PRIORITY}..{MAX_PRIORITY}, got {priority}")
-        keys = QueueKeys(self.settings.key_prefix, backend, model)
-        holder_id = f"{self.replica}:{uuid.uuid4().hex}"
-        attributes: dict[str, str | int] = {
-            "inference.backend": backend,
-            "gen_ai.request.model": model,
-            "inference.priority": priority,
-        }
-        with _tracer.start_as_current_span("inference.admission", attributes=attributes):
-            await self._wait_for_slot(keys, backend, priority, holder_id, on_position)
-        self.metrics.holding.labels(backend).inc()
-        renewer = self._spawn(self._keep_lease(keys, holder_id), self._renewers)
+        lane = self._lane(backend, model)
+        holder_id = f"{self._holder_prefix}{next(self._serials)}"
+        span = AdmissionSpan(backend, model, priority)
+        waited, waiting = await self._wait_for_slot(lane, priority, holder_id, on_position, span)
+        # the admission's bookkeeping (span, metrics, the lease renewer) waits until the caller
+        # has sent its Ollama request and waits for the answer: off the first token's path
+        held = Deferred(partial(self._hold, lane, priority, holder_id, span, waited, waiting))
         try:
             yield
         finally:
-            renewer.cancel()
-            self.metrics.holding.labels(backend).dec()
-            await self._leave(keys, priority, holder_id)
+            try:
+                held.result().cancel()  # the renewer
+                lane.holding.dec()
+            finally:
+                await self._leave(lane.keys, priority, holder_id)
+
+    def _lane(self, backend: str, model: str) -> Lane:
+        lane = self._lanes.get((backend, model))
+        if lane is None:
+            lane = self._lanes[(backend, model)] = Lane(self.settings, backend, model, self.metrics)
+        return lane
+
+    def _hold(
+        self,
+        lane: Lane,
+        priority: int,
+        holder_id: str,
+        span: AdmissionSpan,
+        waited: float,
+        waiting: Deferred[None],
+    ) -> asyncio.Task[None]:
+        """Record an admission and start renewing its lease (the first renewal is due
+        ``lease_s / 3`` later, so a renewer started a turn late cannot let it lapse)."""
+        waiting.flush()  # its gauge increment first
+        span.close()
+        lane.waiting.dec()
+        lane.admitted(priority).inc()
+        lane.wait_seconds.observe(waited)
+        lane.holding.inc()
+        return self._spawn(self._keep_lease(lane, holder_id), self._renewers)
 
     # -- waiting ----------------------------------------------------------------------------
 
     async def _wait_for_slot(
         self,
-        keys: QueueKeys,
-        backend: str,
+        lane: Lane,
         priority: int,
         holder_id: str,
         on_position: PositionCallback | None,
-    ) -> None:
+        span: AdmissionSpan,
+    ) -> tuple[float, Deferred[None]]:
+        """Wait for a slot: ``(seconds waited, the deferred waiting-gauge increment)``."""
         s = self.settings
+        keys = lane.keys
+        backend = keys.backend
         started = time.monotonic()
         deadline = started + s.wait_timeout_s
         wake = self.notifier.event(keys.name)
         seen = self.notifier.releases(keys.name)
         last_poll = started
-        waiting_gauge = self.metrics.waiting.labels(backend)
-        waiting_gauge.inc()
+        # counted while the enqueue call is in flight rather than before sending it
+        waiting = Deferred(lane.waiting.inc)
         try:
             await self._register(keys)
-            status, position, score = await self._call_enqueue(keys, priority, holder_id, "")
+            status, position, score = await self._call_enqueue(lane, priority, holder_id, "")
             if status < 0:
                 self.metrics.rejected.labels(backend, "full").inc()
                 raise QueueFull(
@@ -205,18 +241,20 @@ class RedisAdmissionQueue:
                 ):
                     continue  # position - 1 waiters are still ahead: no slot for us yet
                 seen, last_poll = releases, time.monotonic()
-                status, position = await self._call_poll(keys, priority, holder_id)
+                status, position = await self._call_poll(lane, priority, holder_id)
                 if status == -2:  # purged (heartbeat lapsed): rejoin at the same place
-                    status, position, _ = await self._call_enqueue(keys, priority, holder_id, score)
+                    status, position, _ = await self._call_enqueue(lane, priority, holder_id, score)
         except BaseException as exc:
+            span.mark_end()
+            waiting.flush()
+            lane.waiting.dec()
+            span.close(exc)
             if isinstance(exc, QueueUnavailable):
                 self.metrics.rejected.labels(backend, "unavailable").inc()
             await self._leave(keys, priority, holder_id)
             raise
-        finally:
-            waiting_gauge.dec()
-        self.metrics.admitted.labels(backend, str(priority)).inc()
-        self.metrics.wait_seconds.labels(backend).observe(time.monotonic() - started)
+        span.mark_end()
+        return time.monotonic() - started, waiting
 
     async def _register(self, keys: QueueKeys) -> None:
         if keys.name not in self._known:
@@ -224,36 +262,38 @@ class RedisAdmissionQueue:
             self._known.add(keys.name)
 
     async def _call_enqueue(
-        self, keys: QueueKeys, priority: int, holder_id: str, score: str
+        self, lane: Lane, priority: int, holder_id: str, score: str
     ) -> tuple[int, int, str]:
         s = self.settings
+        keys = lane.keys
         args: list[str | int] = [
             holder_id,
             priority,
             int(s.aging_s * 1_000_000),
             int(s.waiter_ttl_s * 1000),
             s.max_waiting_for(priority),
-            s.capacity(keys.backend, keys.model),
+            lane.capacity,
             int(s.lease_s * 1000),
             self.channel,
             keys.name,
             score,
         ]
-        status, position, new_score = await self._redis_call(self._enqueue(keys.all, args))
+        status, position, new_score = await self._redis_call(self._enqueue(lane.redis_keys, args))
         return int(status), int(position), _text(new_score)
 
-    async def _call_poll(self, keys: QueueKeys, priority: int, holder_id: str) -> tuple[int, int]:
+    async def _call_poll(self, lane: Lane, priority: int, holder_id: str) -> tuple[int, int]:
         s = self.settings
+        keys = lane.keys
         args: list[str | int] = [
             holder_id,
             priority,
             int(s.waiter_ttl_s * 1000),
-            s.capacity(keys.backend, keys.model),
+            lane.capacity,
             int(s.lease_s * 1000),
             self.channel,
             keys.name,
         ]
-        status, position = await self._redis_call(self._poll(keys.all, args))
+        status, position = await self._redis_call(self._poll(lane.redis_keys, args))
         return int(status), int(position)
 
     async def _redis_call(self, call: Awaitable[Any]) -> Any:
@@ -267,9 +307,9 @@ class RedisAdmissionQueue:
 
     # -- holding and leaving ----------------------------------------------------------------
 
-    async def _keep_lease(self, keys: QueueKeys, holder_id: str) -> None:
+    async def _keep_lease(self, lane: Lane, holder_id: str) -> None:
         s = self.settings
-        capacity = s.capacity(keys.backend, keys.model)
+        keys, capacity = lane.keys, lane.capacity
         while True:
             await asyncio.sleep(s.lease_s / 3)
             try:

@@ -53,6 +53,7 @@ CACHE_EVENTS = Counter(
     "or Cache-Control opt-out), stored, skipped (not storable: too large, failed, tool calls).",
     ("result",),
 )
+_BYPASSED = CACHE_EVENTS.labels("bypass")  # every non-deterministic generation: looked up once
 CACHED_TOKENS = Counter(
     "switchboard_inference_cached_tokens_total",
     "Tokens served from the response cache (no backend time), by model and kind.",
@@ -238,7 +239,7 @@ class ResponseCache:
     ) -> Lookup:
         """Look the request up (when allowed); a miss carries a recorder when storable."""
         if not is_deterministic(body) or not (directive.lookup or directive.store):
-            CACHE_EVENTS.labels("bypass").inc()
+            _BYPASSED.inc()
             return Lookup("BYPASS")  # X-Cache: BYPASS: neither looked up nor stored
         digest = await model_digest(pool, str(body["model"]))
         if digest is None:  # unknown model or no backend: the normal path reports it

@@ -54,16 +54,23 @@ def server_span(scope: Scope, route: str, send: Send) -> Iterator[Send]:
     with _tracer.start_as_current_span(
         f"{method} {route}", context=context, kind=SpanKind.SERVER, attributes=attributes
     ) as span:
+        status = 0
 
         async def traced_send(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+            await send(message)
+
+        try:
+            yield traced_send
+        finally:
+            # recorded when the request ends, not on its first event's way out: the span
+            # is exported only after it ends, so it carries the same attributes
+            if status:
                 span.set_attribute("http.response.status_code", status)
                 if status >= 500:
                     span.set_status(StatusCode.ERROR)
-            await send(message)
-
-        yield traced_send
 
 
 def excluded_url_pattern(paths: list[str]) -> str:

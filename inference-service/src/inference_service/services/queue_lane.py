@@ -1,0 +1,100 @@
+"""Per-queue state built once, and the admission span, kept off the time-to-first-token path.
+
+Every streamed generation asks the queue for a slot before its first token, so whatever the
+queue does between being asked and sending its Redis call — and between the answer and
+handing over to the Ollama call — adds to that time (docs/queue.md#latency). Two things
+that were per-request work there now are not:
+
+- :class:`Lane`: the Redis keys, the capacity and the labelled metric children of one
+  backend+model, built on the first request for it (a ``labels()`` lookup takes a lock and
+  builds a tuple per call);
+- :class:`AdmissionSpan`: the ``inference.admission`` span is created and ended in one go
+  once the caller has sent its Ollama request (:class:`~inference_service.core.deferred.
+  Deferred` work), with the start and end times taken where the old ``with`` block took
+  them, so traces show the same interval. (Created while the Redis reply was in flight, it
+  made that reply wait: an SDK span costs more than the round trip on a busy machine.)
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
+
+from inference_service.services.queue_metrics import QueueMetrics
+from inference_service.services.queue_models import QueueKeys, QueueSettings
+
+_tracer = trace.get_tracer("inference_service.queue")
+
+
+class Lane:
+    """One backend+model queue: its keys, capacity and metric children (built once)."""
+
+    __slots__ = (
+        "_admitted",
+        "_metrics",
+        "capacity",
+        "holding",
+        "keys",
+        "redis_keys",
+        "wait_seconds",
+        "waiting",
+    )
+
+    def __init__(self, settings: QueueSettings, backend: str, model: str, metrics: QueueMetrics):
+        self.keys = QueueKeys(settings.key_prefix, backend, model)
+        self.redis_keys = self.keys.all
+        self.capacity = settings.capacity(backend, model)
+        self.waiting = metrics.waiting.labels(backend)
+        self.holding = metrics.holding.labels(backend)
+        self.wait_seconds = metrics.wait_seconds.labels(backend)
+        self._metrics = metrics
+        self._admitted: dict[int, Any] = {}
+
+    def admitted(self, priority: int) -> Any:
+        """The ``admitted_total{backend, priority}`` child (priorities are 0..9)."""
+        child = self._admitted.get(priority)
+        if child is None:
+            child = self._metrics.admitted.labels(self.keys.backend, str(priority))
+            self._admitted[priority] = child
+        return child
+
+
+class AdmissionSpan:
+    """``inference.admission`` with explicit times: :meth:`close` creates and ends it later
+    than the moments it records (``started`` at construction, ``ended`` by
+    :meth:`mark_end`). Never current: nothing inside it makes spans of its own when the
+    queue's Lua calls go over the lean Redis client (with redis-py, its command spans are
+    children of the caller's span instead)."""
+
+    __slots__ = ("_attributes", "_context", "ended", "started")
+
+    def __init__(self, backend: str, model: str, priority: int) -> None:
+        self.started = time.time_ns()
+        self.ended: int | None = None
+        self._context = otel_context.get_current()  # the caller's span is the parent
+        self._attributes: dict[str, str | int] = {
+            "inference.backend": backend,
+            "gen_ai.request.model": model,
+            "inference.priority": priority,
+        }
+
+    def mark_end(self) -> None:
+        self.ended = time.time_ns()
+
+    def close(self, error: BaseException | None = None) -> None:
+        """Record the span; an ``Exception`` is recorded as ``start_as_current_span`` would
+        (a ``CancelledError`` is not an error)."""
+        span = _tracer.start_span(
+            "inference.admission",
+            context=self._context,
+            attributes=self._attributes,
+            start_time=self.started,
+        )
+        if isinstance(error, Exception):
+            span.record_exception(error)
+            span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+        span.end(end_time=self.ended if self.ended is not None else time.time_ns())

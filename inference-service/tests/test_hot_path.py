@@ -1,0 +1,327 @@
+"""The streaming hot path's overlaps (docs/inference.md#the-streaming-path): the Ollama
+request is encoded while the admission call is in flight, and the admission's bookkeeping
+(span, metrics, lease renewer) runs once the Ollama request is on the wire. Each must be
+equal in effect to doing the work in line: same request bytes, a slot held once and kept
+alive, spans with the true intervals, nothing sent to Ollama before the slot.
+
+Real Redis (lean client), a real simulator process, and real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Iterator, Sequence
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
+from redis.asyncio import Redis
+from starlette.types import Message, Scope
+
+from inference_service.core.deferred import Deferred
+from inference_service.services.backends import Backend, BackendPool, CircuitBreaker
+from inference_service.services.inference import Generation, InferenceService
+from inference_service.services.ollama import OllamaClient, RetryPolicy
+from inference_service.services.ollama_stream import LeanNdjsonClient
+from inference_service.services.queue import RedisAdmissionQueue
+from inference_service.services.queue_models import QueueSettings
+from switchboard_common import create_http_client
+from switchboard_common.lean_redis import LeanRedis
+from switchboard_common.redis_client import create_redis
+from switchboard_common.server_span import server_span
+from switchboard_devtools.ports import free_port
+from tests.fixtures.processes import Spawn
+
+from .conftest import SimHandle, start_sim
+
+MODEL = "llama3.2:latest"
+CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "héllo"}], "options": {"seed": 1}}
+
+
+# --- Deferred ------------------------------------------------------------------------------
+
+
+async def test_deferred_runs_once_on_the_next_turn_or_when_first_needed() -> None:
+    calls: list[str] = []
+    later = Deferred(lambda: calls.append("later"))
+    assert calls == [] and not later.done  # nothing runs in line
+    await asyncio.sleep(0)
+    assert calls == ["later"] and later.done
+
+    def needed_now() -> int:
+        calls.append("needed")
+        return 7
+
+    needed = Deferred(needed_now)
+    assert needed.result() == 7  # run at once: the scheduled turn must not run it again
+    await asyncio.sleep(0)
+    later.flush()
+    assert calls == ["later", "needed"]
+
+
+async def test_deferred_errors_surface_in_the_task_that_needs_the_result() -> None:
+    def fail() -> int:
+        raise ValueError("boom")
+
+    failing = Deferred(fail)
+    await asyncio.sleep(0)  # raised on the loop's turn: kept, not sent to the loop's handler
+    with pytest.raises(ValueError, match="boom"):
+        failing.result()
+
+
+# --- the Ollama request, built ahead ---------------------------------------------------------
+
+
+async def _capture_one_request() -> tuple[int, asyncio.Future[bytes]]:
+    """A one-shot HTTP server: records the request, answers one NDJSON line."""
+    loop = asyncio.get_running_loop()
+    got: asyncio.Future[bytes] = loop.create_future()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(re.search(rb"content-length: (\d+)", head).group(1))  # type: ignore[union-attr]
+        got.set_result(head + await reader.readexactly(length))
+        line = b'{"model":"m","done":true}\n'
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\n"
+            b"content-length: %d\r\n\r\n%s" % (len(line), line)
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    got.add_done_callback(lambda _: server.close())
+    return port, got
+
+
+async def test_the_prepared_request_is_byte_for_byte_the_one_step_request(
+    spans: InMemorySpanExporter,
+) -> None:
+    """``prepare`` then ``send`` writes exactly what ``stream`` wrote before the split
+    (request line, host, traceparent, content-type, accept, content-length, body)."""
+    body = b'{"model":"llama3.2:latest","messages":[{"role":"user","content":"h\\u00e9llo"}],'
+    body += b'"options":{"seed":1},"stream":true}'
+    for two_steps in (False, True):
+        port, got = await _capture_one_request()
+        client = LeanNdjsonClient(
+            "127.0.0.1", port, connect_timeout_s=2, read_timeout_s=5, retries=0, backoff=(0, 0, 0)
+        )
+        chunks = (
+            client.send(client.prepare("/api/chat", CHAT))
+            if two_steps
+            else client.stream("/api/chat", CHAT)
+        )
+        assert [c async for c in chunks] == [{"model": "m", "done": True}]
+        client.close()
+        request = await asyncio.wait_for(got, 5)
+        span = spans.get_finished_spans()[-1]
+        ids = span.context
+        traceparent = f"00-{ids.trace_id:032x}-{ids.span_id:016x}-{ids.trace_flags:02x}"
+        assert request == (
+            b"POST /api/chat HTTP/1.1\r\nhost: 127.0.0.1:%d\r\ntraceparent: %s\r\n"
+            b"content-type: application/json\r\naccept: application/x-ndjson\r\n"
+            b"content-length: %d\r\n\r\n%s" % (port, traceparent.encode(), len(body), body)
+        )
+
+
+# --- the admission: bookkeeping after the write -----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def spans() -> Iterator[InMemorySpanExporter]:
+    """Finished spans of this process (an SDK provider is installed if none is)."""
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
+        provider = trace.get_tracer_provider()
+    assert isinstance(provider, TracerProvider), "another provider is installed"
+    exporter = InMemorySpanExporter()
+    processor = SimpleSpanProcessor(exporter)
+    provider.add_span_processor(processor)
+    yield exporter
+    processor.shutdown()
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = create_redis(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def queue(redis: Redis, redis_url: str) -> AsyncIterator[RedisAdmissionQueue]:
+    """One slot per model, a short lease; Lua calls over the lean client, as in the service."""
+    lean = LeanRedis(redis_url)
+    settings = QueueSettings(default_slots=1, lease_s=0.3, poll_interval_s=0.05)
+    queue = RedisAdmissionQueue(redis, settings, lean=lean)
+    await queue.start()
+    yield queue
+    await queue.aclose()
+    lean.close()
+
+
+def _gauge(queue: RedisAdmissionQueue, name: str, backend: str) -> float:
+    family = queue.metrics.holding if name == "holding" else queue.metrics.waiting
+    return float(family.labels(backend)._value.get())
+
+
+async def test_a_late_started_renewer_keeps_the_lease_and_the_slot_is_held_once(
+    queue: RedisAdmissionQueue,
+) -> None:
+    """The renewer starts after the caller's first await (not in line), yet a holder that
+    keeps its slot for several lease times keeps it alone."""
+    backend = "b-renew"
+    order: list[str] = []
+
+    async def hold(name: str, seconds: float) -> None:
+        async with queue.admit(backend, MODEL, 5):
+            order.append(f"{name} in")
+            await asyncio.sleep(seconds)
+            order.append(f"{name} out")
+
+    first = asyncio.create_task(hold("a", 1.0))  # > 3 leases of 0.3 s
+    await asyncio.sleep(0.1)
+    await asyncio.wait_for(asyncio.gather(first, hold("b", 0)), 10)
+    assert order == ["a in", "a out", "b in", "b out"]
+    assert _gauge(queue, "holding", backend) == 0 and _gauge(queue, "waiting", backend) == 0
+
+
+async def test_leaving_before_the_deferred_bookkeeping_ran_releases_everything(
+    queue: RedisAdmissionQueue,
+) -> None:
+    """A block that fails before its first await: the bookkeeping runs in the exit instead,
+    the gauges pair up, no renewer is left behind and the slot is free at once."""
+    backend = "b-early"
+    admitted = queue.metrics.admitted.labels(backend, "5")
+    before = admitted._value.get()
+    with pytest.raises(RuntimeError):
+        async with queue.admit(backend, MODEL, 5):
+            raise RuntimeError("failed in line")
+    await asyncio.sleep(0)
+    assert not queue._renewers
+    assert admitted._value.get() == before + 1
+    assert _gauge(queue, "holding", backend) == 0 and _gauge(queue, "waiting", backend) == 0
+    async with asyncio.timeout(1):  # the only slot is free (no lease to wait out)
+        async with queue.admit(backend, MODEL, 5):
+            pass
+
+
+# --- through InferenceService: the spans and the order on the wire -----------------------------
+
+
+@pytest.fixture(scope="module")
+def hot_sim(module_spawn: Spawn) -> SimHandle:
+    return start_sim(module_spawn, "sim-hot-path")
+
+
+def _one(spans: Sequence[ReadableSpan], name: str) -> ReadableSpan:
+    found = [s for s in spans if s.name == name]
+    assert len(found) == 1, [s.name for s in spans]
+    return found[0]
+
+
+async def test_spans_keep_their_intervals_and_nothing_reaches_ollama_before_the_slot(
+    queue: RedisAdmissionQueue, hot_sim: SimHandle, spans: InMemorySpanExporter
+) -> None:
+    """Queued behind a holder: the admission span covers the wait (from before the enqueue
+    to the grant), the Ollama client span starts after it and covers only the HTTP call,
+    both are children of the caller's span, and Ollama saw no request while queued."""
+    hot_sim.reset()
+    http = create_http_client(hot_sim.url)
+    backend = Backend(OllamaClient(http, RetryPolicy(retries=0)), CircuitBreaker(3, 1))
+
+    class NoLedger:
+        async def record(self, user: str, model: str, prompt: int, completion: int) -> None:
+            return None
+
+    service = InferenceService(BackendPool([backend], 30), queue, NoLedger(), 10_000)  # type: ignore[arg-type]
+    gen = Generation("chat", dict(CHAT), "u1", 5)
+    positions: list[int] = []
+
+    async def on_position(position: int) -> None:
+        positions.append(position)
+
+    release = asyncio.Event()
+
+    async def holder() -> None:
+        async with queue.admit(backend.name, MODEL, 5):
+            await release.wait()
+
+    holding = asyncio.create_task(holder())
+    await asyncio.sleep(0.05)
+    spans.clear()
+    tracer = trace.get_tracer("test")
+    with tracer.start_as_current_span("caller") as caller:
+        chunks = service.stream(gen, on_position)
+        first = asyncio.create_task(anext(chunks))  # type: ignore[arg-type]
+        while not positions:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)
+        assert hot_sim.requests("/api/chat") == 0  # queued: nothing sent to Ollama
+        release.set()
+        await asyncio.wait_for(first, 5)
+        rest = [c async for c in chunks]
+    await holding
+    await http.aclose()
+    backend.client.close()
+    assert positions == [1] and rest[-1]["done"]
+    assert hot_sim.requests("/api/chat") == 1
+    finished = spans.get_finished_spans()
+    admission, call = _one(finished, "inference.admission"), _one(finished, "POST /api/chat")
+    assert admission.start_time and admission.end_time and call.start_time and call.end_time
+    assert admission.end_time - admission.start_time >= 0.3e9  # the wait is in the span
+    assert call.start_time >= admission.end_time  # the client span has no queue wait in it
+    parent = caller.get_span_context().span_id
+    assert admission.parent and admission.parent.span_id == parent
+    assert call.parent and call.parent.span_id == parent
+    assert dict(admission.attributes or {})["inference.priority"] == 5
+
+
+@pytest.mark.parametrize(("status", "error"), [(200, False), (503, True)])
+async def test_the_server_span_records_the_response_status_once_the_request_ends(
+    spans: InMemorySpanExporter, status: int, error: bool
+) -> None:
+    """The status goes on the span at its end, not on the first event's way out; the
+    exported span is the same as before: ``http.response.status_code``, 5xx an error."""
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope: Scope = {"type": "http", "method": "POST", "path": "/inference/chat", "headers": []}
+    spans.clear()
+    with server_span(scope, "/inference/chat", send) as traced_send:
+        await traced_send({"type": "http.response.start", "status": status, "headers": []})
+        await traced_send({"type": "http.response.body", "body": b"", "more_body": False})
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+    span = _one(spans.get_finished_spans(), "POST /inference/chat")
+    assert dict(span.attributes or {})["http.response.status_code"] == status
+    assert (span.status.status_code is StatusCode.ERROR) is error
+
+
+async def test_backend_has_reads_the_fetched_list_and_forgets_it_on_a_failed_fetch(
+    hot_sim: SimHandle,
+) -> None:
+    """``has`` is a set lookup now; it must still follow the last fetch: a model present,
+    tags normalised (``llama3.2`` is ``llama3.2:latest``), nothing after a failed fetch
+    (while ``had`` remembers)."""
+    http = create_http_client(hot_sim.url)
+    dead = create_http_client(f"http://127.0.0.1:{free_port()}")  # nothing listens
+    backend = Backend(OllamaClient(http, RetryPolicy(retries=0)), CircuitBreaker(3, 1))
+    pool = BackendPool([backend], 30)
+    try:
+        assert not backend.has(MODEL)
+        await pool.refresh(backend, force=True)
+        assert backend.has("llama3.2") and backend.has(MODEL) and not backend.has("nope:1b")
+        backend.client = OllamaClient(dead, RetryPolicy(retries=0))  # the backend goes away
+        await pool.refresh(backend, force=True)
+        assert not backend.has(MODEL) and backend.had(MODEL)
+    finally:
+        await http.aclose()
+        await dead.aclose()
