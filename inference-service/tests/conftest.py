@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 
 from switchboard_common.identity import (
     IDENTITY_HEADER,
@@ -22,6 +23,7 @@ from switchboard_common.identity import (
     Principal,
     sign_identity,
 )
+from switchboard_common.redis_client import create_redis
 from switchboard_devtools.ports import free_port
 from tests.fixtures.processes import Spawn, module_argv
 
@@ -143,3 +145,11 @@ def sse_events(text: str) -> list[tuple[str, Any]]:
         except ValueError:
             out.append((event, data))
     return out
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    """A client of the test's own Redis database."""
+    client = create_redis(redis_url)
+    yield client
+    await client.aclose()

@@ -30,7 +30,6 @@ from inference_service.services.queue import RedisAdmissionQueue
 from inference_service.services.queue_models import QueueSettings
 from switchboard_common import create_http_client
 from switchboard_common.lean_redis import LeanRedis
-from switchboard_common.redis_client import create_redis
 from switchboard_common.server_span import server_span
 from switchboard_devtools.ports import free_port
 from tests.fixtures.processes import Spawn
@@ -145,13 +144,6 @@ def spans() -> Iterator[InMemorySpanExporter]:
     provider.add_span_processor(processor)
     yield exporter
     processor.shutdown()
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = create_redis(redis_url)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture

@@ -25,13 +25,6 @@ MakeQueue = Callable[..., RedisAdmissionQueue]
 
 
 @pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = create_redis(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
 async def make_queue(redis: Redis) -> AsyncIterator[MakeQueue]:
     """Queues on the test's own Redis db; fast timings unless a test overrides them."""
     made: list[RedisAdmissionQueue] = []

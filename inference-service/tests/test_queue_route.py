@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import httpx
-import pytest
 from redis.asyncio import Redis
 
 from inference_service.routes import queue as queue_route
@@ -19,7 +17,6 @@ from switchboard_common.identity import (
     Principal,
     sign_identity,
 )
-from switchboard_common.redis_client import create_redis
 from switchboard_common.settings import LOCAL_INTERNAL_SECRET
 
 
@@ -28,13 +25,6 @@ def headers(*scopes: str) -> dict[str, str]:
         Principal(sub="u1", username="u1", scope=list(scopes)), LOCAL_INTERNAL_SECRET
     )
     return {IDENTITY_HEADER: value, SIGNATURE_HEADER: signature}
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = create_redis(redis_url)
-    yield client
-    await client.aclose()
 
 
 async def test_snapshot_shows_slots_and_waiters_per_priority(redis: Redis) -> None:
