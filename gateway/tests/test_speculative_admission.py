@@ -82,10 +82,11 @@ def test_the_ledger_bounds_what_goes_ahead_by_the_room_last_seen() -> None:
     assert ledger.fits("r", 2, "b", 100, 60)
     assert not ledger.fits("r", 0, "b", 100, 60)  # no rate-limit room known
     assert not ledger.fits("r", 2, "b", 50, 60)  # the estimate does not fit the budget
-    with ledger.ahead("r", "b", 60):
-        assert not ledger.fits("r", 2, "b", 100, 60)  # 60 + 60 tokens > 100
-        assert ledger.fits("r", 2, "b", 120, 60)
-        assert not ledger.fits("r", 1, "b", 1000, 1)  # one slot, already out ahead
+    done = ledger.add("r", "b", 60)  # counted at once, before its checks even start
+    assert not ledger.fits("r", 2, "b", 100, 60)  # 60 + 60 tokens > 100
+    assert ledger.fits("r", 2, "b", 120, 60)
+    assert not ledger.fits("r", 1, "b", 1000, 1)  # one slot, already out ahead
+    done()
     assert ledger.requests == {} and ledger.tokens == {}  # counted back when answered
 
 

@@ -26,8 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 from starlette.types import Message, Scope, Send
@@ -92,16 +91,17 @@ class AheadLedger:
             and self.tokens.get(budget_key, 0) + estimate <= budget_room
         )
 
-    @contextmanager
-    def ahead(self, rate_key: str, budget_key: str, estimate: int) -> Iterator[None]:
-        """Count one request as out ahead until its checks answered."""
+    def add(self, rate_key: str, budget_key: str, estimate: int) -> Callable[[], None]:
+        """Count one request as out ahead, from now (so the next request's :meth:`fits`
+        sees it); call the returned function when its checks answered."""
         self.requests[rate_key] = self.requests.get(rate_key, 0) + 1
         self.tokens[budget_key] = self.tokens.get(budget_key, 0) + estimate
-        try:
-            yield
-        finally:
+
+        def done() -> None:
             _take(self.requests, rate_key, 1)
             _take(self.tokens, budget_key, estimate)
+
+        return done
 
 
 def _take(counts: dict[str, int], key: str, amount: int) -> None:
@@ -147,21 +147,23 @@ class SendAhead:
             return None
 
         async def checks() -> Decision:
-            with self.ledger.ahead(rate_key, budget_key, ahead.estimate):
+            try:
                 try:
-                    try:
-                        budgeted = await tokens.confirm(ahead, decision)
-                    finally:
-                        limited = await rate
-                    if limited.status and not budgeted.status:
-                        await tokens.give_back(ahead.decision)  # refused: nothing was spent
-                    return with_rate(budgeted, limited)
-                except Exception:
-                    logger.exception("authorization failed for %s", scope["path"])
-                    await tokens.give_back(ahead.decision)
-                    return self.failed
+                    budgeted = await tokens.confirm(ahead, decision)
+                finally:
+                    limited = await rate
+                if limited.status and not budgeted.status:
+                    await tokens.give_back(ahead.decision)  # refused: nothing was spent
+                return with_rate(budgeted, limited)
+            except Exception:
+                logger.exception("authorization failed for %s", scope["path"])
+                await tokens.give_back(ahead.decision)
+                return self.failed
 
-        return ahead.decision, asyncio.ensure_future(checks())
+        done = self.ledger.add(rate_key, budget_key, ahead.estimate)
+        pending = asyncio.ensure_future(checks())
+        pending.add_done_callback(lambda _: done())  # answered, failed or cancelled
+        return ahead.decision, pending
 
 
 def with_rate(decision: Decision, limited: Decision) -> Decision:
