@@ -127,20 +127,14 @@ class GatewayApp:
     ) -> tuple[Decision, Receive, CompletionLookup | None, asyncio.Future[Decision] | None]:
         """Every check before the request goes anywhere: who is calling and the priority,
         the request-rate limit, then for generation routes the completion cache (L1) and
-        the token budget. Both may read a small body, handing back a receive that replays
-        it.
+        the token budget (both may read a small body; the receive handed back replays it).
 
-        A budgeted POST whose caller had room under its rate limit last time asks Redis
-        for its rate-limit lease and its token reservation at the same time (two
-        independent calls, one round trip of waiting on the path to the first token). The
-        outcome is the sequential one: a request refused by its rate limit gets that 429
-        and its token reservation is given back. A caller at or over its limit is checked
-        first, as is a deterministic completion (its cache lookup charges a hit for good):
-        a refused caller costs no body read and no reservation.
-
-        A streamed generation from a caller whose room covers it is not held for the two
-        answers at all: the fourth value is then the future of its checks, and the request
-        is proxied at once with its answer held (``core/speculation.py``)."""
+        A budgeted POST from a caller with room asks Redis for its rate-limit lease and
+        its token reservation at once, with the sequential outcome (a rate-limit 429 gives
+        the reservation back); callers at or over a limit and deterministic completions
+        are checked first. A streamed one is not held at all: the fourth value is then the
+        future of its checks, and it is proxied at once, its answer held until they
+        decide (``core/speculation.py``)."""
         completion: CompletionLookup | None = None
         rate: asyncio.Future[Decision] | None = None
         decision = Decision()
@@ -224,9 +218,8 @@ class GatewayApp:
     ) -> None:
         """Proxy a request sent ahead of its checks; its answer waits for them, and a
         refusal closes the upstream exchange and answers the 429 instead."""
+        held = HeldSend(send, pending)  # it adds the response headers of the checks' decision
         try:
-            # the response headers come with the checks' decision (HeldSend adds them)
-            held = HeldSend(send, pending)
             await self._proxy_http(scope, receive, held, service, decision.but(response_headers=[]))
         except AdmissionRefused as refused:
             await refuse_http(scope, send, refused.decision, scope["switchboard.request_id"])
