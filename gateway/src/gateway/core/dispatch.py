@@ -24,7 +24,7 @@ from starlette.types import Message, Receive, Scope, Send
 from gateway.core.completion_cache import deterministic_document
 from gateway.core.limits import LimitPolicy
 from gateway.core.priority import PriorityPolicy
-from gateway.core.refusals import body_timeout, refuse, refuse_http, refuse_websocket
+from gateway.core.refusals import CHECK_FAILED, body_timeout, refuse, refuse_http, refuse_websocket
 from gateway.core.responses import send_problem
 from gateway.core.route_table import RouteTable
 from gateway.core.security import Authenticator, Decision
@@ -39,10 +39,6 @@ from gateway.services.ws_proxy import WebSocketProxy
 from switchboard_common.request_context import request_id_from_headers
 
 logger = logging.getLogger("switchboard.gateway")
-_CHECK_FAILED = Decision(
-    status=500,
-    detail="The gateway could not check this request. Quote the request_id when reporting.",
-)
 
 
 class GatewayApp:
@@ -80,9 +76,7 @@ class GatewayApp:
         self.cache = cache  # GET response cache (docs/caching.md); None: off
         self.completions = completions  # deterministic completions (L1); None: off
         # streams sent ahead of their checks (core/speculation.py); None: off
-        self.ahead = (
-            SendAhead(tokens, limits, limiter, _CHECK_FAILED) if speculative and tokens else None
-        )
+        self.ahead = SendAhead(tokens, limits, limiter) if speculative and tokens else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -165,17 +159,16 @@ class GatewayApp:
                     )
                 elif not decision.status and body is not None:
                     completions.bypass()
-            if rate is not None and completion is None and not decision.status and self.ahead:
+            ahead = self.ahead
+            if rate is not None and completion is None and not decision.status and ahead:
                 if body is None:
                     body, receive = await buffer_body(scope, receive)
-                pending = (
-                    None
-                    if body is None or self.ahead is None
-                    else self.ahead.start(scope, service, decision, rate, body, document)
+                sent = body is not None and ahead.start(
+                    scope, service, decision, rate, body, document
                 )
-                if pending is not None:
+                if sent:
                     rate = None  # the checks own it now
-                    return pending[0], receive, None, pending[1]
+                    return sent[0], receive, None, sent[1]
             if completion is not None and completion.charged is not None:
                 pass  # admitted or refused (429) by the lookup's own charge
             elif (
@@ -187,7 +180,7 @@ class GatewayApp:
                 # is charged its stored usage instead of an estimate
                 cost = None if completion is None else completion.tokens
                 decision, receive = await self.tokens.admit(
-                    scope, receive, decision, body=body, cost=cost
+                    scope, receive, decision, body=body, cost=cost, document=document
                 )
             if rate is not None:
                 limited, rate = await rate, None
@@ -200,7 +193,7 @@ class GatewayApp:
             logger.exception("authorization failed for %s", scope["path"])
             if self.tokens is not None:
                 await self.tokens.give_back(decision)  # a reservation made before the error
-            decision = _CHECK_FAILED
+            decision = CHECK_FAILED
         finally:
             if rate is not None:  # refused early (e.g. 408): let a granted lease be recorded
                 with suppress(Exception):
@@ -234,7 +227,7 @@ class GatewayApp:
         if tokens is None or scope["type"] != "http" or scope["method"] != "POST":
             return False
         rule = self.limits.for_request(scope, service, decision.principal)
-        if rule is None or not self.limiter.had_room(rule[0]):
+        if rule is None or not self.limiter.room(rule[0]):
             return False
         return tokens.rule(scope, decision) is not None
 

@@ -10,6 +10,11 @@ from gateway.core.security import Decision
 from gateway.services.request_body import ClientBodyTimeout
 from switchboard_common.request_context import request_id_from_headers
 
+CHECK_FAILED = Decision(
+    status=500,
+    detail="The gateway could not check this request. Quote the request_id when reporting.",
+)
+
 
 def body_timeout(exc: ClientBodyTimeout) -> Decision:
     return Decision(

@@ -32,8 +32,9 @@ from typing import Any
 from starlette.types import Message, Scope, Send
 
 from gateway.core.limits import LimitPolicy
+from gateway.core.refusals import CHECK_FAILED
 from gateway.core.security import Decision
-from gateway.core.token_limits import TokenGate
+from gateway.core.token_limits import TokenGate, parse_body
 from gateway.services.rate_limit import RateLimiter
 
 logger = logging.getLogger("switchboard.gateway")
@@ -115,13 +116,10 @@ def _take(counts: dict[str, int], key: str, amount: int) -> None:
 class SendAhead:
     """Decides which requests go ahead of their checks, and runs the checks beside them."""
 
-    def __init__(
-        self, tokens: TokenGate, limits: LimitPolicy, limiter: RateLimiter, failed: Decision
-    ) -> None:
+    def __init__(self, tokens: TokenGate, limits: LimitPolicy, limiter: RateLimiter) -> None:
         self.tokens = tokens
         self.limits = limits
         self.limiter = limiter
-        self.failed = failed  # the answer when a check raised
         self.ledger = AheadLedger()
 
     def start(
@@ -135,16 +133,20 @@ class SendAhead:
     ) -> tuple[Decision, asyncio.Future[Decision]] | None:
         """For a budgeted streamed generation whose room covers it: the decision to proxy
         with (its reservation header added) and the future of its checks, started now
-        (``rate``: its rate-limit check, already running). None: the checks come first."""
+        (``rate``: its rate-limit check, already running; ``document``: ``body`` parsed,
+        if it was). None: the checks come first."""
         tokens = self.tokens
-        ahead = tokens.ahead(scope, decision, body, document)
-        rule = self.limits.for_request(scope, service, decision.principal)
-        if ahead is None or rule is None:
+        rate_rule = self.limits.for_request(scope, service, decision.principal)
+        if document is None:
+            document = parse_body(body)
+        cost = None if document is None else tokens.stream_cost(scope, decision, document)
+        if rate_rule is None or cost is None:
             return None
-        rate_key, budget_key = rule[0], ahead.rule.key
-        rate_room, budget_room = self.limiter.room(rate_key), tokens.room(budget_key)
-        if not self.ledger.fits(rate_key, rate_room, budget_key, budget_room, ahead.estimate):
+        (rate_key, _), (budget, estimate) = rate_rule, cost
+        rate_room, budget_room = self.limiter.room(rate_key), tokens.room(budget.key)
+        if not self.ledger.fits(rate_key, rate_room, budget.key, budget_room, estimate):
             return None
+        ahead = tokens.ahead(budget, estimate, decision)
 
         async def checks() -> Decision:
             try:
@@ -158,9 +160,9 @@ class SendAhead:
             except Exception:
                 logger.exception("authorization failed for %s", scope["path"])
                 await tokens.give_back(ahead.decision)
-                return self.failed
+                return CHECK_FAILED
 
-        done = self.ledger.add(rate_key, budget_key, ahead.estimate)
+        done = self.ledger.add(rate_key, budget.key, estimate)
         pending = asyncio.ensure_future(checks())
         pending.add_done_callback(lambda _: done())  # answered, failed or cancelled
         return ahead.decision, pending

@@ -190,28 +190,23 @@ class TokenGate:
         """Tokens left in budget ``key`` when Redis last answered (0: unknown)."""
         return self._room.get(key, 0)
 
-    def ahead(
-        self,
-        scope: Scope,
-        decision: Decision,
-        body: bytes,
-        document: dict[str, Any] | None = None,
-    ) -> Ahead | None:
-        """The reservation of a budgeted streamed generation, made before Redis is asked
-        (:meth:`confirm` asks); None when the request is not one. ``document``: ``body``
-        already parsed, if it was."""
+    def stream_cost(
+        self, scope: Scope, decision: Decision, document: dict[str, Any]
+    ) -> tuple[TokenRule, int] | None:
+        """The budget and estimate of a budgeted generation whose (parsed) body asks for a
+        stream; None when the request is not one."""
         rule = self.rule(scope, decision)
-        if rule is None or rule.probe:
-            return None
-        if document is None:
-            document = parse_body(body)
         path: str = scope["path"]
-        if document is None or not wants_stream(path, document):
+        if rule is None or rule.probe or not wants_stream(path, document):
             return None
+        return rule, self.policy.estimate_document(document, path)
+
+    def ahead(self, rule: TokenRule, estimate: int, decision: Decision) -> Ahead:
+        """A reservation made before Redis is asked (:meth:`confirm` asks), with the
+        decision that forwards it."""
         reservation = self.budget.new_reservation(rule.key, rule.limit)
         sealed = self.budget.seal(reservation)
         identity = [*decision.identity, (_RESERVATION, sealed.encode())]
-        estimate = self.policy.estimate_document(document, path)
         return Ahead(rule, estimate, reservation, decision.but(identity=identity))
 
     async def confirm(self, ahead: Ahead, decision: Decision) -> Decision:
@@ -233,11 +228,13 @@ class TokenGate:
         *,
         body: bytes | None = None,
         cost: int | None = None,
+        document: dict[str, Any] | None = None,
     ) -> tuple[Decision, Receive]:
         """The decision, and the ``receive`` to proxy with: when the body was read here
         (to estimate from it) it is replayed to the proxy from memory.
 
-        ``body``: the body already read by the caller (``buffer_body``; not read again).
+        ``body``: the body already read by the caller (``buffer_body``; not read again),
+        ``document``: that body parsed, when the caller parsed it (a JSON object).
         ``cost``: the request will be answered from the gateway's completion cache with this
         many tokens — charged as is, with no reservation to settle later (the cache hit is
         never proxied). Normally the cache charges a hit in its own lookup call
@@ -253,7 +250,10 @@ class TokenGate:
                 body, receive = await buffer_body(scope, receive)
                 if receive is disconnected:  # nothing will be proxied: charge nothing
                     return decision, receive
-            estimate = self.policy.estimate(body, length, scope["path"])
+            if document is not None:  # the caller parsed the body already
+                estimate = self.policy.estimate_document(document, scope["path"])
+            else:
+                estimate = self.policy.estimate(body, length, scope["path"])
         outcome = await self.budget.reserve(rule.key, rule.limit, estimate, probe=rule.probe)
         if cost is not None:  # nothing goes upstream: no reservation to forward
             outcome = replace(outcome, reservation=None)

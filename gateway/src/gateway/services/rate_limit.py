@@ -98,12 +98,6 @@ class RateLimiter:
         self._inflight: dict[str, asyncio.Future[None]] = {}
         self.guard = RedisGuard("rate limits not enforced", retry_s)
 
-    def had_room(self, key: str) -> bool:
-        """Whether this replica's last answer for ``key`` admitted it with slots to spare
-        (False for a key it has not seen, or whose last request was refused)."""
-        lease = self._leases.get(key)
-        return lease is not None and (lease.left > 0 or lease.remaining > 0)
-
     def room(self, key: str) -> int:
         """Slots this replica's last answer for ``key`` left: its lease's plus those free in
         Redis then (0 for a key it has not seen, or whose last request was refused)."""

@@ -112,11 +112,10 @@ class InferenceService:
     async def _lookup(self, gen: Generation) -> Lookup:
         """The response-cache outcome (sets ``gen.cache_status``); 413 for a prompt over
         the limit (checked once here, not again per backend tried)."""
+        self._check_size(prompt_bytes(gen.body))
         if self.cache is None:
             gen.cache_status = "BYPASS"
-            self._check_size(prompt_bytes(gen.body))
             return Lookup("BYPASS")
-        self._check_size(prompt_bytes(gen.body))
         lookup = await self.cache.lookup(self.pool, gen.kind, gen.body, gen.cache)
         gen.cache_status = lookup.status
         return lookup
