@@ -117,6 +117,49 @@ def test_stream_matches_the_json_answer_and_is_labelled_in_metrics(
     assert served and float(served[0].split()[-1]) >= 2  # streamed and whole, one label
 
 
+def _served(metrics: str, route: str) -> float:
+    for line in metrics.splitlines():
+        if (
+            line.startswith("switchboard_http_requests_total{")
+            and f'method="POST",route="{route}"' in line
+            and 'status="200"' in line
+        ):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_a_taken_stream_passes_the_apps_middleware_once(stack: Stack, sim: SimHandle) -> None:
+    # the path wraps the whole stack and runs the app's own user middleware around a stream
+    # it takes: the caller's request id comes back once, the request is counted once
+    url = stack.service.url + "/inference/chat"
+    before = _served(httpx.get(stack.service.url + "/metrics").text, "/inference/chat")
+    headers = {**ident(), "X-Request-ID": "taken-stream-1"}
+    r = httpx.post(url, json=STREAM, headers=headers)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    assert r.headers.get_list("x-request-id") == ["taken-stream-1"]
+    after = _served(httpx.get(stack.service.url + "/metrics").text, "/inference/chat")
+    assert after == before + 1
+
+
+def test_a_chunked_request_body_is_left_to_the_route(stack: Stack, sim: SimHandle) -> None:
+    # no declared length: the body limit middleware counts it, so the whole stack serves it
+    def chunks() -> Any:
+        raw = json.dumps(STREAM).encode()
+        yield raw[:10]
+        yield raw[10:]
+
+    r = httpx.post(stack.service.url + "/inference/chat", content=chunks(), headers={
+        **ident(), "Content-Type": "application/json"})  # fmt: skip
+    assert r.status_code == 200 and r.request.headers.get("transfer-encoding") == "chunked"
+    assert [e for e, _ in sse_events(r.text)][-1] == "done"
+
+
+def test_the_path_wraps_the_whole_stack(fast_path: FastStreamPath) -> None:
+    built = fast_path.service_app.build_middleware_stack()
+    assert isinstance(built, FastStreamPath)  # outside Starlette's and the tracing layers
+    assert type(built.taken).__name__ == type(fast_path.taken).__name__
+
+
 async def _first_event(lines: AsyncIterator[str]) -> tuple[str, Any]:
     name = ""
     async for line in lines:

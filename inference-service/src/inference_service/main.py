@@ -4,7 +4,6 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
-from starlette.middleware import Middleware
 
 from inference_service.config import Settings
 from inference_service.core.fast_stream import PATHS as FAST_PATHS
@@ -21,6 +20,7 @@ from inference_service.services.token_settlement import (
     TokenReservationMiddleware,
 )
 from switchboard_common import HttpTimeouts, create_http_client, create_service_app, managed_redis
+from switchboard_common.app import wrap_middleware_stack
 from switchboard_common.lean_redis import LeanRedis
 
 
@@ -93,7 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     reporter = SettlementReporter(settings.gateway_url, settings.internal_secret)
     app.state.token_reporter = reporter
     app.add_middleware(TokenReservationMiddleware, reporter=reporter)
-    # streamed native chat/generate bypass FastAPI's routing (the time-to-first-token path);
-    # appended, not added: innermost, so every other middleware still wraps it
-    app.user_middleware.append(Middleware(FastStreamPath, service_app=app))
+    # streamed native chat/generate bypass FastAPI's routing and the layers they have no use
+    # for (the time-to-first-token path); the user middleware above still wraps them
+    wrap_middleware_stack(app, lambda stack: FastStreamPath(stack, app))
     return app

@@ -3,16 +3,17 @@
 
 Time to first token is what a streaming user feels, and FastAPI's per-request machinery
 (routing, body parsing, dependency solving) was ~1.5 ms of the service's added time
-(docs/benchmarks.md, S1). This component sits innermost in the middleware stack (request
-ids, metrics, tracing, token settlement and the body limit all still apply) and does the
-same work directly:
+(docs/benchmarks.md, S1). This component wraps the app's whole middleware stack and does
+the same work directly:
 
-1. read the body; parse and validate it with the route's own pydantic model;
+1. read the body (a declared length within the body limit; anything else goes to the
+   app); parse and validate it with the route's own pydantic model;
 2. check the gateway-signed identity and the ``inference`` scope;
 3. resolve the priority (``X-Priority``, the body field, the caller's cap) and the
    ``Cache-Control`` directive;
 4. run the generation (:meth:`InferenceService.stream`, the same path as every wire format)
-   and send SSE frames as they come.
+   inside the app's own user middleware (request ids, body limit, metrics, token
+   settlement) and send SSE frames as they come.
 
 It takes only requests it can answer exactly as the FastAPI route would. Anything else —
 not JSON, not streamed, invalid, unauthenticated, missing the scope — is handed to the
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -46,10 +48,14 @@ from inference_service.services.inference import Generation
 from inference_service.services.requests import chat_generation, generate_generation
 from inference_service.services.response_cache import CacheDirective
 from switchboard_common import ProblemError
+from switchboard_common.app import user_middleware_around
 from switchboard_common.asgi_body import ClientDisconnected, read_body, replay_body
+from switchboard_common.body_limit import declared_length
 from switchboard_common.disconnect import DisconnectWatch
 from switchboard_common.identity import verify_identity
 from switchboard_common.server_span import server_span
+
+logger = logging.getLogger("switchboard.inference")
 
 PATHS: dict[str, tuple[type[BaseModel], Callable[[Any, str, PriorityRequest], Generation]]] = {
     "/inference/chat": (ChatRequest, chat_generation),
@@ -60,6 +66,7 @@ _SIGNATURE = b"x-switchboard-signature"
 _PRIORITY = b"x-priority"
 _CACHE_CONTROL = b"cache-control"
 _CONTENT_TYPE = b"content-type"
+_GENERATION = "switchboard.generation"  # scope key: the stream taken, for the inner app
 _SSE_HEAD = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     *((k.lower().encode(), v.encode()) for k, v in SSE_HEADERS.items()),
@@ -67,12 +74,24 @@ _SSE_HEAD = [
 
 
 class FastStreamPath:
-    """ASGI middleware: serves streamed native generations, passes everything else on."""
+    """The outermost ASGI layer: serves streamed native generations through the app's own
+    middleware, hands everything else to the app's whole stack.
+
+    Outermost, so a stream it takes does not pass Starlette's error middlewares, the
+    OpenTelemetry middleware (which leaves these paths alone anyway) and FastAPI's entry
+    on its way in, nor on every event it sends out: it runs through the app's user
+    middleware only (request ids, body limit, metrics, token settlement; the same classes
+    and order as the app's stack, see :func:`switchboard_common.app.wrap_middleware_stack`).
+    A request it does not take goes to the whole stack untouched, the body replayed.
+    """
 
     def __init__(self, app: ASGIApp, service_app: FastAPI) -> None:
         self.app = app
         self.service_app = service_app
         self.routes: dict[str, RouteContext] = {}
+        settings: Settings = service_app.state.settings
+        self.max_body = settings.max_body_bytes
+        self.taken = user_middleware_around(service_app, self._serve_taken)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or (path := scope["path"]) not in PATHS:
@@ -87,16 +106,33 @@ class FastStreamPath:
                 await self.app(scope, receive, traced_send)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        length = declared_length(scope)
+        if length is None or length > self.max_body:  # chunked or too large: the app's limit
+            await self.app(scope, receive, send)
+            return
         try:
             body = await read_body(receive)
-        except ClientDisconnected:  # the client left before sending its body
+        except ClientDisconnected:  # the client left before sending its body: counted by
+            await self.taken(scope, receive, send)  # the middleware, nothing is answered
             return
-        gen = self._take(scope, body)
+        try:
+            gen = self._take(scope, body)
+        except Exception:  # whatever went wrong, the route answers it as it would
+            logger.exception("streaming path could not read %s; the route serves it", scope["path"])
+            gen = None
         if gen is None:
             await self.app(scope, replay_body(body, receive), send)
             return
         scope["route"] = self._route(scope["path"])  # metrics label it like the router does
-        await self._stream(gen, scope, receive, send)
+        scope["app"] = self.service_app  # as Starlette sets it (the problem handler's request)
+        scope[_GENERATION] = gen
+        await self.taken(scope, receive, send)
+
+    async def _serve_taken(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The innermost app of the middleware around a taken stream."""
+        gen: Generation | None = scope.pop(_GENERATION, None)
+        if gen is not None:
+            await self._stream(gen, scope, receive, send)
 
     def _route(self, path: str) -> RouteContext | None:
         """The route FastAPI would have matched (its ``path`` labels metrics)."""

@@ -13,6 +13,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
+from starlette.types import ASGIApp
 
 from switchboard_common.body_limit import BodySizeLimitMiddleware
 from switchboard_common.exception_handlers import install_exception_handlers
@@ -99,3 +100,25 @@ def _freeze_startup_objects() -> None:
     if _freeze["after_startup"]:
         gc.collect()
         gc.freeze()
+
+
+def wrap_middleware_stack(app: FastAPI, layer: Callable[[ASGIApp], ASGIApp]) -> None:
+    """Put ``layer`` outside the app's whole middleware stack — outside Starlette's error
+    middleware and the OpenTelemetry middleware too — built when the stack is (on the
+    first request or lifespan event, once every middleware was added). For a hot path that
+    must skip layers it has no use for (:func:`user_middleware_around`)."""
+    build = app.build_middleware_stack
+
+    def build_wrapped() -> ASGIApp:
+        return layer(build())
+
+    app.build_middleware_stack = build_wrapped  # type: ignore[method-assign]
+
+
+def user_middleware_around(app: FastAPI, inner: ASGIApp) -> ASGIApp:
+    """``inner`` wrapped in the app's user middleware (``add_middleware``: request ids, body
+    limit, metrics …), the same classes in the same order as in the app's own stack, but
+    without Starlette's error middlewares, the tracing middleware and the router."""
+    for cls, args, kwargs in reversed(app.user_middleware):
+        inner = cls(inner, *args, **kwargs)
+    return inner
