@@ -17,9 +17,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import StatusCode
 from redis.asyncio import Redis
-from starlette.types import Message, Scope
 
 from inference_service.core.deferred import Deferred
 from inference_service.services.backends import Backend, BackendPool, CircuitBreaker
@@ -30,7 +28,6 @@ from inference_service.services.queue import RedisAdmissionQueue
 from inference_service.services.queue_models import QueueSettings
 from switchboard_common import create_http_client
 from switchboard_common.lean_redis import LeanRedis
-from switchboard_common.server_span import server_span
 from switchboard_devtools.ports import free_port
 from tests.fixtures.processes import Spawn
 
@@ -273,28 +270,6 @@ async def test_spans_keep_their_intervals_and_nothing_reaches_ollama_before_the_
     assert admission.parent and admission.parent.span_id == parent
     assert call.parent and call.parent.span_id == parent
     assert dict(admission.attributes or {})["inference.priority"] == 5
-
-
-@pytest.mark.parametrize(("status", "error"), [(200, False), (503, True)])
-async def test_the_server_span_records_the_response_status_once_the_request_ends(
-    spans: InMemorySpanExporter, status: int, error: bool
-) -> None:
-    """The status goes on the span at its end, not on the first event's way out; the
-    exported span is the same as before: ``http.response.status_code``, 5xx an error."""
-    sent: list[Message] = []
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    scope: Scope = {"type": "http", "method": "POST", "path": "/inference/chat", "headers": []}
-    spans.clear()
-    with server_span(scope, "/inference/chat", send) as traced_send:
-        await traced_send({"type": "http.response.start", "status": status, "headers": []})
-        await traced_send({"type": "http.response.body", "body": b"", "more_body": False})
-    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
-    span = _one(spans.get_finished_spans(), "POST /inference/chat")
-    assert dict(span.attributes or {})["http.response.status_code"] == status
-    assert (span.status.status_code is StatusCode.ERROR) is error
 
 
 async def test_backend_has_reads_the_fetched_list_and_forgets_it_on_a_failed_fetch(

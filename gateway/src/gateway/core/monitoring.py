@@ -15,7 +15,7 @@ from opentelemetry.trace import Span, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import Counter, Gauge, Histogram
 
-from gateway.core.lean_trace import AttributeValue, LeanSpan
+from switchboard_common.lean_trace import AttributeValue, LeanSpan
 from switchboard_common.metrics import LATENCY_BUCKETS
 
 PROXY_REQUESTS = Counter(
@@ -115,7 +115,7 @@ _propagator = TraceContextTextMapPropagator()
 _tracer = trace.get_tracer("switchboard.gateway.proxy")
 
 
-# The proxy span: a lean span (core/lean_trace.py, the default) or an SDK span
+# The proxy span: a lean span (switchboard_common.lean_trace, the default) or an SDK span
 # (GATEWAY_TRACE_LEAN=false); services/proxy_tracing.py picks.
 ProxySpan = Span | LeanSpan
 

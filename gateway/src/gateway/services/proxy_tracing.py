@@ -2,8 +2,8 @@
 
 - ``GATEWAY_TRACE_PROXY`` off (the default when nothing exports spans): no tracer; the
   proxy forwards a client's ``traceparent`` unchanged.
-- ``GATEWAY_TRACE_LEAN`` on (default): ``core/lean_trace.py`` spans, exported by
-  ``services/span_exporter.py`` when the SDK exporter would be active
+- ``GATEWAY_TRACE_LEAN`` on (default): ``switchboard_common.lean_trace`` spans, exported
+  by ``switchboard_common.span_export`` when the SDK exporter would be active
   (``OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT`` set), with the SDK provider's resource.
 - ``GATEWAY_TRACE_LEAN=false``: SDK spans (``core/monitoring.start_proxy_span``), for
   deployments that rely on their own SDK span processors seeing the proxy span.
@@ -16,10 +16,10 @@ from typing import Protocol
 from opentelemetry.trace import Span
 
 from gateway.config import Settings
-from gateway.core.lean_trace import AttributeValue, LeanSpan, LeanTracer, Sampler
 from gateway.core.monitoring import start_proxy_span
-from gateway.core.otlp_encode import SpanEncoder
-from gateway.services.span_exporter import OtlpTarget, SpanExporter, resource_attributes
+from switchboard_common.lean_trace import AttributeValue, LeanSpan, LeanTracer, Sampler
+from switchboard_common.otlp_encode import SpanEncoder
+from switchboard_common.span_export import OtlpTarget, SpanExporter, resource_attributes
 from switchboard_common.telemetry import otlp_endpoint
 
 PROXY_SCOPE = "switchboard.gateway.proxy"  # the SDK path's tracer name, too

@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from switchboard_common.logs import configure_logging
 from switchboard_common.metrics import PrometheusMiddleware, metrics_endpoint
-from switchboard_common.server_span import excluded_url_pattern
+from switchboard_common.server_span import excluded_url_pattern, flush_at_shutdown
 from switchboard_common.settings import ServiceSettings
 
 logger = logging.getLogger("switchboard.telemetry")
@@ -99,6 +99,7 @@ def setup_telemetry(
     FastAPIInstrumentor.instrument_app(
         app, excluded_urls=excluded, exclude_spans=["receive", "send"]
     )
+    flush_at_shutdown(app)  # the self-traced paths' spans, exported at shutdown
     app.add_middleware(PrometheusMiddleware, service=settings.service_name)
     # an API route, not a plain one: only those put themselves in the scope, so scrapes are
     # counted under route="/metrics" instead of with the unmatched requests

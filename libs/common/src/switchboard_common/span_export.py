@@ -1,20 +1,22 @@
-"""Exports lean proxy spans over OTLP/HTTP protobuf, from a background thread.
+"""Exports lean spans (``lean_trace.py``) over OTLP/HTTP protobuf, from a background thread.
 
 Like the SDK's ``BatchSpanProcessor`` + ``OTLPSpanExporter``, configured by the same
-environment variables, but built for the proxy hot path:
+environment variables, but built for hot paths (the gateway's proxy span, a service's
+:func:`~switchboard_common.server_span.server_span`):
 
 - ending a span appends it to a bounded ``deque`` (atomic under the GIL, no lock); when
   the queue is full the span is dropped and counted
-  (``switchboard_gateway_trace_spans_dropped_total``), never blocking a request;
+  (``switchboard_trace_spans_dropped_total``), never blocking a request;
 - a daemon thread wakes every ``OTEL_BSP_SCHEDULE_DELAY`` ms, or as soon as a full batch
   (``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``) is waiting, encodes the batch by hand
-  (``core/otlp_encode.py``) and POSTs it;
+  (``otlp_encode.py``) and POSTs it;
 - the POST goes where the SDK exporter would send it: ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``
   as is, else ``OTEL_EXPORTER_OTLP_ENDPOINT`` + ``/v1/traces``; with
   ``OTEL_EXPORTER_OTLP_[TRACES_]HEADERS``, ``…_TIMEOUT`` (s), ``…_COMPRESSION`` (gzip,
   deflate) and ``…_CERTIFICATE``; retried on 429/502/503/504 and connection errors with
   exponential backoff inside the timeout, like the SDK;
-- ``shutdown()`` (gateway lifespan) exports what is queued before the process exits.
+- ``shutdown()`` (the gateway's lifespan; ``atexit`` for ``server_span``'s exporter)
+  exports what is queued before the process exits.
 
 It uses ``http.client`` on purpose: httpx calls are auto-instrumented, and an exporter
 that traces its own exports would feed itself.
@@ -40,24 +42,25 @@ from urllib.parse import urlsplit
 from opentelemetry.util.re import parse_env_headers
 from prometheus_client import Counter
 
-from gateway.core.lean_trace import LeanSpan
-from gateway.core.otlp_encode import ResourceValue, SpanEncoder
+from switchboard_common.lean_trace import LeanSpan
+from switchboard_common.otlp_encode import ResourceValue, SpanEncoder
 
-logger = logging.getLogger("switchboard.gateway.trace")
+logger = logging.getLogger("switchboard.trace")
 
 SPANS_EXPORTED = Counter(
-    "switchboard_gateway_trace_spans_exported_total",
-    "Proxy spans the lean exporter delivered to the OTLP endpoint.",
+    "switchboard_trace_spans_exported_total",
+    "Lean spans (the gateway's proxy spans, services' hot-path server spans) the lean "
+    "exporter delivered to the OTLP endpoint.",
 )
 SPANS_DROPPED = Counter(
-    "switchboard_gateway_trace_spans_dropped_total",
-    "Proxy spans dropped: queue full (OTEL_BSP_MAX_QUEUE_SIZE) or the export failed.",
+    "switchboard_trace_spans_dropped_total",
+    "Lean spans dropped: queue full (OTEL_BSP_MAX_QUEUE_SIZE) or the export failed.",
     ("reason",),
 )
 
 _RETRYABLE: Final = frozenset({429, 502, 503, 504})
 _MAX_ATTEMPTS: Final = 6
-_USER_AGENT: Final = "switchboard-gateway-lean-otlp"
+_USER_AGENT: Final = "switchboard-lean-otlp"
 
 
 def _env(name: str, *fallbacks: str) -> str | None:
@@ -290,9 +293,14 @@ class SpanExporter:
                 SPANS_DROPPED.labels("export_failed").inc(count)
 
 
-def resource_attributes(service_name: str, version: str) -> dict[str, ResourceValue]:
+def resource_attributes(
+    service_name: str | None = None, version: str | None = None
+) -> dict[str, ResourceValue]:
     """The resource of the process's SDK tracer provider (``service.name``, ``telemetry.*``,
-    ``OTEL_RESOURCE_ATTRIBUTES``…), so lean spans and SDK spans share one resource."""
+    ``OTEL_RESOURCE_ATTRIBUTES``…), so lean spans and SDK spans share one resource.
+
+    Without an SDK provider, the one ``install_tracer_provider`` would make from
+    ``service_name``/``version`` (the SDK's defaults for what is not given)."""
     from opentelemetry import trace
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
@@ -301,5 +309,6 @@ def resource_attributes(service_name: str, version: str) -> dict[str, ResourceVa
     if isinstance(provider, TracerProvider):
         resource = provider.resource
     else:  # the same call as switchboard_common.telemetry.install_tracer_provider
-        resource = Resource.create({"service.name": service_name, "service.version": version})
+        given = {"service.name": service_name, "service.version": version}
+        resource = Resource.create({k: v for k, v in given.items() if v is not None})
     return dict(resource.attributes)  # type: ignore[arg-type]

@@ -1,7 +1,7 @@
 """OTLP ``ExportTraceServiceRequest`` protobuf, encoded by hand for lean spans.
 
 Why by hand: the SDK's exporter builds a tree of ``pb2`` objects per span and serializes
-it (~75 µs per span, holding the GIL in the exporter thread, a quarter of the gateway's
+it (~75 µs per span, holding the GIL in the exporter thread; a quarter of the gateway's
 CPU under load). The schema we emit is fixed and small, so writing the wire format
 directly (varints, length-delimited fields, fixed64 timestamps) costs a few µs per span.
 Field numbers are those of ``opentelemetry/proto/{collector/trace,trace,common,resource}/
@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
-    from gateway.core.lean_trace import AttributeValue, LeanSpan
+    from switchboard_common.lean_trace import AttributeValue, LeanSpan
 
 # SpanFlags (trace.proto)
 FLAG_HAS_IS_REMOTE: Final = 0x100
@@ -112,7 +112,7 @@ class SpanEncoder:
         return encoded
 
     def _name_kind(self, name: str, kind: int) -> bytes:
-        """name=5 and kind=6, cached: a proxy span's name is ``METHOD /service``."""
+        """name=5 and kind=6, cached: a span's name is ``METHOD /route``, from a few."""
         encoded = self._names.get((name, kind))
         if encoded is None:
             encoded = _field(0x2A, name.encode()) + bytes((_KIND_TAG,)) + varint(kind)
