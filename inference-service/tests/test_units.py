@@ -95,7 +95,12 @@ class RecordingGate:
         self.calls: list[tuple[str, str, int]] = []
 
     def admit(
-        self, backend: str, model: str, priority: int, on_position: PositionCallback | None
+        self,
+        backend: str,
+        model: str,
+        priority: int,
+        on_position: PositionCallback | None,
+        entry: object = None,
     ) -> AbstractAsyncContextManager[None]:
         self.calls.append((backend, model, priority))
 
@@ -106,6 +111,12 @@ class RecordingGate:
             yield
 
         return held()
+
+    def enter(self, backend: str, model: str, priority: int) -> None:
+        return None
+
+    def abandon(self, entry: object) -> None:
+        raise AssertionError("enter() gave no entry")
 
 
 class MemoryLedger:

@@ -385,3 +385,32 @@ def test_works_on_uvloop(redis_url: str) -> None:
     with ThreadPoolExecutor(1) as pool:
         replies = pool.submit(uvloop.run, calls()).result(timeout=10)
     assert replies == [[str(i).encode(), 2 * i] for i in range(20)]
+
+
+async def test_send_now_writes_at_once_and_reply_settles_like_execute(
+    lean: LeanRedis, reference: Redis
+) -> None:
+    script = lean.script("return redis.call('INCR', KEYS[1])")
+    assert script.send_now(["lean:sent"], []) is None  # no idle connection yet
+    await reference.delete("lean:sent")
+    assert await script(["lean:sent"], []) == 1
+    pending = script.send_now(["lean:sent"], [])
+    assert pending is not None
+    await asyncio.sleep(0.05)  # not awaited yet: Redis already ran it
+    assert await reference.get("lean:sent") == b"2"
+    assert await script.reply(pending, ["lean:sent"], []) == 2
+    assert await lean.execute("PING") == b"PONG"  # the connection went back to the pool
+    await reference.set("lean:no-int", "a")
+    failing = lean.send_now("INCR", "lean:no-int")  # an error reply raises, as in execute()
+    assert failing is not None
+    with pytest.raises(ResponseError):
+        await failing.reply()
+
+
+async def test_send_now_reloads_a_script_the_server_lost(lean: LeanRedis, reference: Redis) -> None:
+    script = lean.script("return 'again:' .. ARGV[1]")
+    assert await script([], ["a"]) == b"again:a"
+    await reference.script_flush()
+    pending = script.send_now([], ["b"])
+    assert pending is not None
+    assert await script.reply(pending, [], ["b"]) == b"again:b"

@@ -44,7 +44,7 @@ from inference_service.config import Settings
 from inference_service.core.sse import SSE_HEADERS, chunk_events, error_problem, sse
 from inference_service.models.inference import ChatRequest, GenerateRequest
 from inference_service.services.admission import PriorityRequest, clamp_priority
-from inference_service.services.inference import Generation
+from inference_service.services.inference import Generation, InferenceService
 from inference_service.services.requests import chat_generation, generate_generation
 from inference_service.services.response_cache import CacheDirective
 from switchboard_common import ProblemError
@@ -66,7 +66,7 @@ _SIGNATURE = b"x-switchboard-signature"
 _PRIORITY = b"x-priority"
 _CACHE_CONTROL = b"cache-control"
 _CONTENT_TYPE = b"content-type"
-_GENERATION = "switchboard.generation"  # scope key: the stream taken, for the inner app
+_GENERATION = "switchboard.generation"  # scope key: the stream taken and its service
 _SSE_HEAD = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     *((k.lower().encode(), v.encode()) for k, v in SSE_HEADERS.items()),
@@ -123,16 +123,26 @@ class FastStreamPath:
         if gen is None:
             await self.app(scope, replay_body(body, receive), send)
             return
+        from inference_service.dependencies import inference_for
+
+        service = inference_for(self.service_app)
         scope["route"] = self._route(scope["path"])  # metrics label it like the router does
         scope["app"] = self.service_app  # as Starlette sets it (the problem handler's request)
-        scope[_GENERATION] = gen
-        await self.taken(scope, receive, send)
+        scope[_GENERATION] = gen, service
+        try:
+            service.begin(gen)  # the slot is asked for now, beside the work below
+        except Exception:  # then stream() asks in its turn, and reports what is wrong
+            logger.exception("early admission failed for %s", scope["path"])
+        try:
+            await self.taken(scope, receive, send)
+        finally:
+            service.end(gen)
 
     async def _serve_taken(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The innermost app of the middleware around a taken stream."""
-        gen: Generation | None = scope.pop(_GENERATION, None)
-        if gen is not None:
-            await self._stream(gen, scope, receive, send)
+        taken: tuple[Generation, InferenceService] | None = scope.pop(_GENERATION, None)
+        if taken is not None:
+            await self._stream(*taken, scope, receive, send)
 
     def _route(self, path: str) -> RouteContext | None:
         """The route FastAPI would have matched (its ``path`` labels metrics)."""
@@ -181,11 +191,11 @@ class FastStreamPath:
         )
         return gen
 
-    async def _stream(self, gen: Generation, scope: Scope, receive: Receive, send: Send) -> None:
-        from inference_service.dependencies import inference_for
-
+    async def _stream(
+        self, gen: Generation, service: InferenceService, scope: Scope, receive: Receive, send: Send
+    ) -> None:
         sse_out = _SseResponse(send, receive, gen)
-        chunks = inference_for(self.service_app).stream(gen, sse_out.queued)
+        chunks = service.stream(gen, sse_out.queued)
         try:
             try:
                 async for chunk in chunks:

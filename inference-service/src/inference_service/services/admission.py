@@ -5,13 +5,18 @@ Interface (implement it to replace the default)::
     class AdmissionGate(Protocol):
         def admit(self, backend: str, model: str, priority: int,
                   on_position: Callable[[int], Awaitable[None]] | None,
+                  entry: AdmissionEntry | None = None,
                   ) -> AbstractAsyncContextManager[None]: ...
+        def enter(self, backend: str, model: str, priority: int) -> AdmissionEntry | None: ...
+        def abandon(self, entry: AdmissionEntry) -> None: ...
 
 ``admit`` returns an async context manager: entering it waits for a slot on ``backend``
 (calling ``await on_position(n)`` whenever the caller's queue position changes, so a
 route can emit ``queued`` events); exiting releases the slot — also when the client
 disconnects (``CancelledError``) or the generation fails. ``priority`` is 0 (lowest) .. 9.
-Raise a ``ProblemError`` (e.g. ``TooManyRequests``) to refuse admission.
+Raise a ``ProblemError`` (e.g. ``TooManyRequests``) to refuse admission. ``enter`` may
+send the request for a slot early (the streaming path does it before its remaining CPU
+work); a gate that cannot returns None.
 
 :class:`UnboundedAdmission` admits at once. The Redis-backed queue replaces it by setting
 ``app.state.admission`` in the lifespan; routes get it through ``AdmissionDep``.
@@ -85,6 +90,13 @@ def parse_priority_caps(text: str) -> dict[str, int]:
     return caps
 
 
+class AdmissionEntry:
+    """A gate's request for a slot made ahead of :meth:`AdmissionGate.admit` (base class;
+    each gate has its own)."""
+
+    __slots__ = ()
+
+
 class AdmissionGate(Protocol):
     """Decides when a generation may start on a backend."""
 
@@ -94,7 +106,18 @@ class AdmissionGate(Protocol):
         model: str,
         priority: int,
         on_position: PositionCallback | None,
+        entry: AdmissionEntry | None = None,
     ) -> AbstractAsyncContextManager[None]: ...
+
+    def enter(self, backend: str, model: str, priority: int) -> AdmissionEntry | None:
+        """Ask for the slot now, without yielding to the event loop, so the asking runs
+        beside the caller's remaining work; ``admit(..., entry=...)`` then waits for the
+        answer. None when the gate cannot (the caller just calls ``admit``)."""
+        ...
+
+    def abandon(self, entry: AdmissionEntry) -> None:
+        """Give up an entry that ``admit`` never took (the request failed before it)."""
+        ...
 
 
 class UnboundedAdmission:
@@ -106,8 +129,15 @@ class UnboundedAdmission:
         model: str,
         priority: int,
         on_position: PositionCallback | None,
+        entry: AdmissionEntry | None = None,
     ) -> AbstractAsyncContextManager[None]:
         return _admitted()
+
+    def enter(self, backend: str, model: str, priority: int) -> AdmissionEntry | None:
+        return None
+
+    def abandon(self, entry: AdmissionEntry) -> None:
+        """Nothing was asked for."""
 
 
 @asynccontextmanager

@@ -163,10 +163,19 @@ class BackendPool:
                 raise OllamaUnavailable("No model backend is reachable; try again shortly.")
             names = sorted({str(m["name"]) for b in candidates for m in b.models})
             raise ModelNotFound(model, names)
-        for backend in sorted(having, key=lambda b: b.in_flight):
-            if backend.breaker.allow():
-                return backend
-        raise OllamaUnavailable("Every backend with this model is cooling down.", retry_after=5)
+        backend = _least_busy_allowed(having)
+        if backend is None:
+            raise OllamaUnavailable("Every backend with this model is cooling down.", retry_after=5)
+        return backend
+
+    def pick_now(self, model: str) -> Backend | None:
+        """What :meth:`pick` would return, without waiting: None when a model list is due
+        for a refresh or no backend can take ``model`` now (:meth:`pick` then refreshes,
+        decides and reports why)."""
+        usable = [b for b in self.backends if b.breaker.state != "open"]
+        if any(self._stale(b) for b in usable):
+            return None
+        return _least_busy_allowed([b for b in usable if b.has(model)])
 
     def _raise_unavailable_model(
         self, model: str, reachable: list[Backend], exclude: frozenset[str]
@@ -258,3 +267,11 @@ class BackendPool:
                 return None
             backend.contexts[key] = lengths[0]
         return backend.contexts[key]
+
+
+def _least_busy_allowed(having: list[Backend]) -> Backend | None:
+    """The least busy of ``having`` whose breaker lets a request through."""
+    for backend in sorted(having, key=lambda b: b.in_flight):
+        if backend.breaker.allow():
+            return backend
+    return None

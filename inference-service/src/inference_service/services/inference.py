@@ -16,7 +16,7 @@ from functools import partial
 from typing import Any, Literal
 
 from inference_service.core.deferred import Deferred
-from inference_service.services.admission import AdmissionGate, PositionCallback
+from inference_service.services.admission import AdmissionEntry, AdmissionGate, PositionCallback
 from inference_service.services.backends import Backend, BackendPool
 from inference_service.services.errors import ModelNotFound, OllamaUnavailable
 from inference_service.services.response_cache import (
@@ -42,10 +42,19 @@ class Generation:
     priority: int = 5
     cache: CacheDirective = field(default_factory=CacheDirective)
     cache_status: CacheStatus = "MISS"  # set by InferenceService: HIT / MISS / BYPASS
+    early: EarlyAdmission | None = field(default=None, repr=False)  # InferenceService.begin
 
     @property
     def model(self) -> str:
         return str(self.body["model"])
+
+
+@dataclass(frozen=True, slots=True)
+class EarlyAdmission:
+    """The backend :meth:`InferenceService.begin` picked and its admission entry."""
+
+    backend: Backend
+    entry: AdmissionEntry
 
 
 def prompt_bytes(body: JsonDict) -> int:
@@ -85,6 +94,35 @@ class InferenceService:
             return await self.pool.pick(model, frozenset(failed))
         except (ModelNotFound, OllamaUnavailable):
             raise error from None
+
+    def begin(self, gen: Generation) -> None:
+        """Ask the admission gate for ``gen``'s slot now (:meth:`AdmissionGate.enter`), so
+        the round trip runs beside the caller's remaining work, when nothing on the way to
+        it needs to wait: no response-cache lookup (BYPASS), no context-length check (no
+        ``options.num_ctx``), a prompt within the limit and fresh model lists. Otherwise
+        :meth:`stream` does it all in order, as without this. The caller calls :meth:`end`
+        once the stream is over."""
+        if gen.early is not None or (
+            self.cache is not None and not ResponseCache.bypasses(gen.body, gen.cache)
+        ):
+            return
+        options = gen.body.get("options")
+        if isinstance(options, dict) and "num_ctx" in options:
+            return
+        if prompt_bytes(gen.body) > self.max_prompt_bytes:
+            return
+        backend = self.pool.pick_now(gen.model)
+        if backend is None:
+            return
+        entry = self.admission.enter(backend.name, gen.model, gen.priority)
+        if entry is not None:
+            gen.early = EarlyAdmission(backend, entry)
+
+    def end(self, gen: Generation) -> None:
+        """Give up the early entry of a stream that failed before it used it."""
+        early, gen.early = gen.early, None
+        if early is not None:
+            self.admission.abandon(early.entry)
 
     async def _prepare(self, gen: Generation, failed: set[str] | None = None) -> Backend:
         """The backend for ``gen`` (its prompt size was checked by :meth:`_lookup`)."""
@@ -169,14 +207,16 @@ class InferenceService:
         recorder = lookup.recorder
         failed: set[str] = set()
         while True:
-            backend = await self._prepare(gen, failed)
+            early, gen.early = gen.early, None  # the first attempt's, from begin()
+            backend = await self._prepare(gen, failed) if early is None else early.backend
             started = False
             # the Ollama request is encoded while the admission queue's Redis call is in
             # flight (nothing is sent before the slot is granted): docs/inference.md
             call = Deferred(partial(backend.client.prepare_stream, gen.kind, gen.body))
+            entry = None if early is None else early.entry
             try:
                 async with (
-                    self.admission.admit(backend.name, gen.model, gen.priority, on_position),
+                    self.admission.admit(backend.name, gen.model, gen.priority, on_position, entry),
                     self.pool.use(backend),
                 ):
                     async for chunk in call.result()():

@@ -63,7 +63,8 @@ from redis.exceptions import RedisError
 
 from inference_service.core.deferred import Deferred
 from inference_service.services import queue_scripts as lua
-from inference_service.services.queue_lane import AdmissionSpan, Lane
+from inference_service.services.admission import AdmissionEntry
+from inference_service.services.queue_lane import AdmissionSpan, Lane, QueueEntry
 from inference_service.services.queue_metrics import queue_metrics
 from inference_service.services.queue_models import (
     MAX_PRIORITY,
@@ -77,7 +78,7 @@ from inference_service.services.queue_models import (
     QueueWaitTimeout,
 )
 from inference_service.services.queue_notify import ReleaseNotifier
-from switchboard_common.lean_redis import LeanRedis, Script
+from switchboard_common.lean_redis import Arg, LeanRedis, LeanScript, Script
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +114,8 @@ class RedisAdmissionQueue:
         self._lanes: dict[tuple[str, str], Lane] = {}
         script: Callable[[str], Script] = redis.register_script if lean is None else lean.script
         self._enqueue = script(lua.ENQUEUE)
+        # enter() writes its call at once, which only the lean client can do
+        self._enqueue_now = self._enqueue if isinstance(self._enqueue, LeanScript) else None
         self._poll = script(lua.POLL)
         self._abandon = script(lua.ABANDON)
         self._renew = script(lua.RENEW)
@@ -132,6 +135,39 @@ class RedisAdmissionQueue:
         if self._background:  # releases still in flight
             await asyncio.wait(list(self._background), timeout=5)
 
+    def enter(self, backend: str, model: str, priority: int) -> QueueEntry | None:
+        """Send the enqueue call for a slot of ``backend|model`` now, without yielding to
+        the loop, for :meth:`admit` to wait on later (``entry=``): the round trip then runs
+        beside the request's remaining work. None when it cannot go out at once (no lean
+        client, the queue's first use in this process, no idle connection): ``admit``
+        then sends it itself. An entry ``admit`` never takes must be :meth:`abandon`-ed."""
+        lean = self._enqueue_now
+        if lean is None or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+            return None
+        lane = self._lane(backend, model)
+        keys = lane.keys
+        if keys.name not in self._known:
+            return None
+        holder_id = f"{self._holder_prefix}{next(self._serials)}"
+        args = self._enqueue_args(lane, priority, holder_id, "")
+        wake, seen = self.notifier.event(keys.name), self.notifier.releases(keys.name)
+        started, started_ns = time.monotonic(), time.time_ns()
+        pending = lean.send_now(lane.redis_keys, args)
+        if pending is None:
+            return None
+        return QueueEntry(lane, priority, holder_id, args, pending, started, started_ns, wake, seen)
+
+    def abandon(self, entry: AdmissionEntry) -> None:
+        """Undo an :meth:`enter` that :meth:`admit` never took: once its reply is in, the
+        place or slot it may have got is given up (in the background)."""
+        if isinstance(entry, QueueEntry):
+            self._spawn(self._abandon_entry(entry), self._background)
+
+    async def _abandon_entry(self, entry: QueueEntry) -> None:
+        with suppress(Exception):
+            await entry.pending.reply()
+        await self._abandon_quietly(entry.lane.keys, entry.priority, entry.holder_id)
+
     @asynccontextmanager
     async def admit(
         self,
@@ -139,14 +175,24 @@ class RedisAdmissionQueue:
         model: str,
         priority: int,
         on_position: PositionCallback | None = None,
+        entry: AdmissionEntry | None = None,
     ) -> AsyncIterator[None]:
-        """Hold one slot of ``backend|model`` for the duration of the ``async with`` block."""
+        """Hold one slot of ``backend|model`` for the duration of the ``async with`` block
+        (``entry``: its enqueue call, already sent by :meth:`enter` for the same lane and
+        priority)."""
         if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
             raise ValueError(f"priority must be {MIN_PRIORITY}..{MAX_PRIORITY}, got {priority}")
-        lane = self._lane(backend, model)
-        holder_id = f"{self._holder_prefix}{next(self._serials)}"
-        span = AdmissionSpan(backend, model, priority)
-        waited, waiting = await self._wait_for_slot(lane, priority, holder_id, on_position, span)
+        if not isinstance(entry, QueueEntry):  # None (or another gate's: not ours to wait on)
+            entry = None
+            lane = self._lane(backend, model)
+            holder_id = f"{self._holder_prefix}{next(self._serials)}"
+            span = AdmissionSpan(backend, model, priority)
+        else:
+            lane, holder_id = entry.lane, entry.holder_id
+            span = AdmissionSpan(backend, model, priority, started=entry.started_ns)
+        waited, waiting = await self._wait_for_slot(
+            lane, priority, holder_id, on_position, span, entry
+        )
         # the admission's bookkeeping (span, metrics, the lease renewer) waits until the caller
         # has sent its Ollama request and waits for the answer: off the first token's path
         held = Deferred(partial(self._hold, lane, priority, holder_id, span, waited, waiting))
@@ -193,21 +239,28 @@ class RedisAdmissionQueue:
         holder_id: str,
         on_position: PositionCallback | None,
         span: AdmissionSpan,
+        entry: QueueEntry | None,
     ) -> tuple[float, Deferred[None]]:
         """Wait for a slot: ``(seconds waited, the deferred waiting-gauge increment)``."""
         s = self.settings
         keys = lane.keys
         backend = keys.backend
-        started = time.monotonic()
+        if entry is None:
+            started = time.monotonic()
+            wake = self.notifier.event(keys.name)
+            seen = self.notifier.releases(keys.name)
+        else:
+            started, wake, seen = entry.started, entry.wake, entry.seen
         deadline = started + s.wait_timeout_s
-        wake = self.notifier.event(keys.name)
-        seen = self.notifier.releases(keys.name)
         last_poll = started
         # counted while the enqueue call is in flight rather than before sending it
         waiting = Deferred(lane.waiting.inc)
         try:
-            await self._register(keys)
-            status, position, score = await self._call_enqueue(lane, priority, holder_id, "")
+            if entry is None:
+                await self._register(keys)
+                status, position, score = await self._call_enqueue(lane, priority, holder_id, "")
+            else:
+                status, position, score = await self._entered(entry)
             if status < 0:
                 self.metrics.rejected.labels(backend, "full").inc()
                 raise QueueFull(
@@ -264,9 +317,20 @@ class RedisAdmissionQueue:
     async def _call_enqueue(
         self, lane: Lane, priority: int, holder_id: str, score: str
     ) -> tuple[int, int, str]:
+        args = self._enqueue_args(lane, priority, holder_id, score)
+        status, position, new_score = await self._redis_call(self._enqueue(lane.redis_keys, args))
+        return int(status), int(position), _text(new_score)
+
+    async def _entered(self, entry: QueueEntry) -> tuple[int, int, str]:
+        """:meth:`_call_enqueue`'s outcome for a call :meth:`enter` already sent."""
+        assert self._enqueue_now is not None  # an entry exists only with the lean client
+        call = self._enqueue_now.reply(entry.pending, entry.lane.redis_keys, entry.args)
+        status, position, new_score = await self._redis_call(call)
+        return int(status), int(position), _text(new_score)
+
+    def _enqueue_args(self, lane: Lane, priority: int, holder_id: str, score: str) -> list[Arg]:
         s = self.settings
-        keys = lane.keys
-        args: list[str | int] = [
+        return [
             holder_id,
             priority,
             int(s.aging_s * 1_000_000),
@@ -275,11 +339,9 @@ class RedisAdmissionQueue:
             lane.capacity,
             int(s.lease_s * 1000),
             self.channel,
-            keys.name,
+            lane.keys.name,
             score,
         ]
-        status, position, new_score = await self._redis_call(self._enqueue(lane.redis_keys, args))
-        return int(status), int(position), _text(new_score)
 
     async def _call_poll(self, lane: Lane, priority: int, holder_id: str) -> tuple[int, int]:
         s = self.settings

@@ -13,19 +13,26 @@ that were per-request work there now are not:
   Deferred` work), with the start and end times taken where the old ``with`` block took
   them, so traces show the same interval. (Created while the Redis reply was in flight, it
   made that reply wait: an SDK span costs more than the round trip on a busy machine.)
+- :class:`QueueEntry`: an enqueue call sent before the request's remaining CPU work
+  (:meth:`~inference_service.services.queue.RedisAdmissionQueue.enter`), so the round trip
+  runs beside that work instead of after it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
+from inference_service.services.admission import AdmissionEntry
 from inference_service.services.queue_metrics import QueueMetrics
 from inference_service.services.queue_models import QueueKeys, QueueSettings
+from switchboard_common.lean_redis import Arg, PendingReply
 
 _tracer = trace.get_tracer("inference_service.queue")
 
@@ -72,8 +79,8 @@ class AdmissionSpan:
 
     __slots__ = ("_attributes", "_context", "ended", "started")
 
-    def __init__(self, backend: str, model: str, priority: int) -> None:
-        self.started = time.time_ns()
+    def __init__(self, backend: str, model: str, priority: int, started: int | None = None) -> None:
+        self.started = time.time_ns() if started is None else started
         self.ended: int | None = None
         self._context = otel_context.get_current()  # the caller's span is the parent
         self._attributes: dict[str, str | int] = {
@@ -98,3 +105,20 @@ class AdmissionSpan:
             span.record_exception(error)
             span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
         span.end(end_time=self.ended if self.ended is not None else time.time_ns())
+
+
+@dataclass(slots=True)
+class QueueEntry(AdmissionEntry):
+    """An enqueue call already on its way to Redis, for :meth:`RedisAdmissionQueue.admit`
+    to take over (or :meth:`RedisAdmissionQueue.abandon` to undo): what the wait needs
+    from the moment it was sent."""
+
+    lane: Lane
+    priority: int
+    holder_id: str
+    args: list[Arg]
+    pending: PendingReply
+    started: float  # time.monotonic(): the wait's start
+    started_ns: int  # time.time_ns(): the admission span's start
+    wake: asyncio.Event  # the release notifier's event and count when it was sent
+    seen: int

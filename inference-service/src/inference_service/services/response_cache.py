@@ -238,7 +238,7 @@ class ResponseCache:
         self, pool: BackendPool, kind: str, body: JsonDict, directive: CacheDirective
     ) -> Lookup:
         """Look the request up (when allowed); a miss carries a recorder when storable."""
-        if not is_deterministic(body) or not (directive.lookup or directive.store):
+        if self.bypasses(body, directive):
             _BYPASSED.inc()
             return Lookup("BYPASS")  # X-Cache: BYPASS: neither looked up nor stored
         digest = await model_digest(pool, str(body["model"]))
@@ -254,6 +254,11 @@ class ResponseCache:
         else:
             CACHE_EVENTS.labels("bypass").inc()
         return Lookup(recorder=Recorder(key) if directive.store else None)
+
+    @staticmethod
+    def bypasses(body: JsonDict, directive: CacheDirective) -> bool:
+        """Whether a request is neither looked up nor stored (``X-Cache: BYPASS``)."""
+        return not is_deterministic(body) or not (directive.lookup or directive.store)
 
     async def get(self, key: str) -> CachedAnswer | None:
         try:

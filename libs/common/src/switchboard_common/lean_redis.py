@@ -191,17 +191,25 @@ class RedisConnection(asyncio.Protocol):
         """Send one command and wait for its reply (an error reply is returned, not
         raised, so the caller can still pool the connection). On a timeout the
         connection is closed; on cancellation the caller must close it."""
+        waiter, timer = self.send(payload, timeout_s)
+        try:
+            return await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+    def send(
+        self, payload: bytes, timeout_s: float
+    ) -> tuple[asyncio.Future[Any], asyncio.TimerHandle]:
+        """Write one command now; its reply (or timeout) completes the returned future.
+        The caller cancels the timer and clears ``_waiter`` once it has the reply."""
         if self.closed or self.transport is None:
             raise RedisConnectionError(CLOSED_BY_SERVER)
         waiter = self._waiter = self.loop.create_future()
         # A plain timer, not asyncio.timeout(): no task cancel/uncancel dance per call.
         timer = self.loop.call_later(timeout_s, self._time_out, waiter, timeout_s)
         self.transport.write(payload)
-        try:
-            return await waiter
-        finally:
-            timer.cancel()
-            self._waiter = None
+        return waiter, timer
 
     def _time_out(self, waiter: asyncio.Future[Any], timeout_s: float) -> None:
         if not waiter.done():
@@ -284,6 +292,21 @@ class LeanRedis:
             # arrive: in every case this connection is done
             conn.close()
             raise
+        return self._settle(conn, reply)
+
+    def send_now(self, *args: Arg) -> PendingReply | None:
+        """Write one command at once, on an idle connection, without yielding to the loop
+        (None when no connection is idle: use :meth:`execute`). For a caller with CPU
+        work to do while the command travels: it ``await``s :meth:`PendingReply.reply`
+        later — always, since the connection is in use until then."""
+        conn = self._idle_connection()
+        if conn is None:
+            return None
+        waiter, timer = conn.send(encode_command(args), self.timeout_s)
+        return PendingReply(self, conn, waiter, timer)
+
+    def _settle(self, conn: RedisConnection, reply: Any) -> Any:
+        """Pool ``conn`` again and return ``reply``, or raise the error it is."""
         if isinstance(reply, RedisError):
             if isinstance(reply, RedisConnectionError):  # e.g. LOADING, max clients reached
                 conn.close()
@@ -337,6 +360,37 @@ class LeanRedis:
         return conn
 
 
+class PendingReply:
+    """A command :meth:`LeanRedis.send_now` already wrote; :meth:`reply` waits for its
+    answer, with :meth:`LeanRedis.execute`'s outcomes (decoded reply, or the error)."""
+
+    __slots__ = ("_client", "_conn", "_timer", "_waiter")
+
+    def __init__(
+        self,
+        client: LeanRedis,
+        conn: RedisConnection,
+        waiter: asyncio.Future[Any],
+        timer: asyncio.TimerHandle,
+    ) -> None:
+        self._client = client
+        self._conn = conn
+        self._waiter = waiter
+        self._timer = timer
+
+    async def reply(self) -> Any:
+        conn = self._conn
+        try:
+            reply = await self._waiter
+        except BaseException:
+            conn.close()  # as in execute(): timed out, lost, or a cancelled caller
+            raise
+        finally:
+            self._timer.cancel()
+            conn._waiter = None
+        return self._client._settle(conn, reply)
+
+
 class LeanScript:
     """A Lua script run by EVALSHA, loaded on demand: like redis-py's ``Script``."""
 
@@ -356,3 +410,16 @@ class LeanScript:
             sha = await self.client.execute("SCRIPT", "LOAD", self.source)
             self.sha = sha.decode()
             return await self.client.execute("EVALSHA", self.sha, len(keys), *keys, *args)
+
+    def send_now(self, keys: Sequence[str], args: Sequence[Arg]) -> PendingReply | None:
+        """EVALSHA written at once (:meth:`LeanRedis.send_now`); None when no connection
+        is idle. Await :meth:`reply` for the result."""
+        return self.client.send_now("EVALSHA", self.sha, len(keys), *keys, *args)
+
+    async def reply(self, pending: PendingReply, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        """The result of a :meth:`send_now` call (loading the script and running it again
+        when the server did not have it, like :meth:`__call__`)."""
+        try:
+            return await pending.reply()
+        except NoScriptError:
+            return await self(keys, args)
