@@ -87,6 +87,17 @@ def test_response_headers_rewritten() -> None:
     assert b"date" not in names and b"connection" not in names and names.count(b"x-request-id") == 1
 
 
+@pytest.mark.parametrize("upstream", [b"no", b"NO", b"yes", None])
+def test_a_stream_says_unbuffered_once(upstream: bytes | None) -> None:
+    raw = [(b"content-type", b"text/event-stream")]
+    if upstream is not None:
+        raw.append((b"x-accel-buffering", upstream))
+    headers, streaming, _ = client_response_headers(raw, b"rid-3")
+    assert streaming
+    values = [v.lower() for k, v in headers if k == b"x-accel-buffering"]
+    assert values == [b"no"]
+
+
 @pytest.mark.parametrize(
     "url", ["https://auth:8001", "http://auth:8001/prefix", "ftp://auth", "auth:8001"]
 )

@@ -140,7 +140,7 @@ def client_response_headers(
     ``raw`` names must already be lower-case (the upstream client lower-cases them).
     """
     headers: list[tuple[bytes, bytes]] = []
-    streaming = False
+    streaming = unbuffered = False
     length: int | None = None
     for name, value in raw:
         if name in HOP_BY_HOP or name in RESPONSE_REPLACED:
@@ -149,8 +149,12 @@ def client_response_headers(
             length = int(value)
         elif name == b"content-type" and value.startswith(STREAMING_TYPES):
             streaming = True
+        elif name == b"x-accel-buffering":
+            unbuffered = value.strip().lower() == b"no"
+            if not unbuffered:
+                continue  # a stream is never buffered by a proxy in front: "no" below
         headers.append((name, value))
     headers.append((b"x-request-id", request_id))
-    if streaming:
+    if streaming and not unbuffered:  # once: the inference service sends it itself
         headers.append((b"x-accel-buffering", b"no"))
     return headers, streaming, length
