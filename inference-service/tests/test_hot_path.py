@@ -10,24 +10,26 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace import TracerProvider
 from redis.asyncio import Redis
 
 from inference_service.core.deferred import Deferred
 from inference_service.services.backends import Backend, BackendPool, CircuitBreaker
+from inference_service.services.errors import OllamaError
 from inference_service.services.inference import Generation, InferenceService
 from inference_service.services.ollama import OllamaClient, RetryPolicy
 from inference_service.services.ollama_stream import LeanNdjsonClient
 from inference_service.services.queue import RedisAdmissionQueue
+from inference_service.services.queue_lane import AdmissionSpan
 from inference_service.services.queue_models import QueueSettings
 from switchboard_common import create_http_client
+from switchboard_common import server_span as server_span_module
 from switchboard_common.lean_redis import LeanRedis
+from switchboard_common.lean_trace import KIND_CLIENT, LeanSpan, LeanTracer, Sampler
 from switchboard_devtools.ports import free_port
 from tests.fixtures.processes import Spawn
 
@@ -95,7 +97,7 @@ async def _capture_one_request() -> tuple[int, asyncio.Future[bytes]]:
 
 
 async def test_the_prepared_request_is_byte_for_byte_the_one_step_request(
-    spans: InMemorySpanExporter,
+    spans: list[LeanSpan],
 ) -> None:
     """``prepare`` then ``send`` writes exactly what ``stream`` wrote before the split
     (request line, host, traceparent, content-type, accept, content-length, body)."""
@@ -114,9 +116,9 @@ async def test_the_prepared_request_is_byte_for_byte_the_one_step_request(
         assert [c async for c in chunks] == [{"model": "m", "done": True}]
         client.close()
         request = await asyncio.wait_for(got, 5)
-        span = spans.get_finished_spans()[-1]
-        ids = span.context
-        traceparent = f"00-{ids.trace_id:032x}-{ids.span_id:016x}-{ids.trace_flags:02x}"
+        span = spans[-1]
+        assert (span.name, span.kind) == ("POST /api/chat", KIND_CLIENT)
+        traceparent = f"00-{span.trace_id:032x}-{span.span_id:016x}-01"  # the client span's
         assert request == (
             b"POST /api/chat HTTP/1.1\r\nhost: 127.0.0.1:%d\r\ntraceparent: %s\r\n"
             b"content-type: application/json\r\naccept: application/x-ndjson\r\n"
@@ -124,23 +126,67 @@ async def test_the_prepared_request_is_byte_for_byte_the_one_step_request(
         )
 
 
+async def test_a_failed_call_is_an_error_on_its_client_span(spans: list[LeanSpan]) -> None:
+    """A 404 answer (→ ModelNotFound) and a backend that refuses connections (→
+    OllamaUnavailable): the span has the status code if any, ERROR and ``error.type``."""
+
+    async def not_found(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        body = b'{"error":"model not found"}'
+        writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(not_found, "127.0.0.1", 0)
+    dead = free_port()  # nothing listens
+    answered = server.sockets[0].getsockname()[1]
+    for port, error, status in [(answered, "ModelNotFound", 404), (dead, "OllamaUnavailable", 0)]:
+        client = LeanNdjsonClient(
+            "127.0.0.1", port, connect_timeout_s=2, read_timeout_s=5, retries=0, backoff=(0, 0, 0)
+        )
+        with pytest.raises(OllamaError) as raised:
+            [c async for c in client.stream("/api/chat", CHAT)]
+        client.close()
+        span = spans[-1]
+        assert (span.name, span.status_code) == ("POST /api/chat", 2)
+        assert span.attributes["error.type"] == type(raised.value).__name__ == error
+        assert span.status_message == str(raised.value)[:200]
+        assert span.attributes.get("http.response.status_code", 0) == status
+    server.close()
+    assert len(spans) == 2
+
+
+def test_the_admission_span_records_an_error_and_its_explicit_interval(
+    spans: list[LeanSpan],
+) -> None:
+    span = AdmissionSpan("http://ollama:11434", MODEL, 3, started=1_000)
+    span.ended = 2_000
+    span.close(RuntimeError("redis went away"))
+    AdmissionSpan("b", MODEL, 3).close(asyncio.CancelledError())  # a cancellation: no error
+    failed, cancelled = spans
+    assert (failed.name, failed.start_ns, failed.end_ns) == ("inference.admission", 1_000, 2_000)
+    assert failed.attributes == {
+        "inference.backend": "http://ollama:11434",
+        "gen_ai.request.model": MODEL,
+        "inference.priority": 3,
+    }
+    assert (failed.status_code, failed.status_message) == (2, "RuntimeError: redis went away")
+    assert cancelled.status_code == 0 and cancelled.end_ns >= cancelled.start_ns > 0
+
+
 # --- the admission: bookkeeping after the write -----------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def spans() -> Iterator[InMemorySpanExporter]:
-    """Finished spans of this process (an SDK provider is installed if none is)."""
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        provider = TracerProvider()
-        trace.set_tracer_provider(provider)
-        provider = trace.get_tracer_provider()
-    assert isinstance(provider, TracerProvider), "another provider is installed"
-    exporter = InMemorySpanExporter()
-    processor = SimpleSpanProcessor(exporter)
-    provider.add_span_processor(processor)
-    yield exporter
-    processor.shutdown()
+@pytest.fixture
+def spans(monkeypatch: pytest.MonkeyPatch) -> list[LeanSpan]:
+    """The lean spans this process ends (admission, the Ollama call), instead of the process
+    exporter's; an SDK provider is installed if none is, for the caller's span."""
+    if not isinstance(trace.get_tracer_provider(), TracerProvider):
+        trace.set_tracer_provider(TracerProvider())
+    assert isinstance(trace.get_tracer_provider(), TracerProvider), "another provider"
+    ended: list[LeanSpan] = []
+    monkeypatch.setattr(server_span_module._process, "tracer", LeanTracer(Sampler(), ended.append))
+    return ended
 
 
 @pytest.fixture
@@ -209,14 +255,14 @@ def hot_sim(module_spawn: Spawn) -> SimHandle:
     return start_sim(module_spawn, "sim-hot-path")
 
 
-def _one(spans: Sequence[ReadableSpan], name: str) -> ReadableSpan:
+def _one(spans: Sequence[LeanSpan], name: str) -> LeanSpan:
     found = [s for s in spans if s.name == name]
     assert len(found) == 1, [s.name for s in spans]
     return found[0]
 
 
 async def test_spans_keep_their_intervals_and_nothing_reaches_ollama_before_the_slot(
-    queue: RedisAdmissionQueue, hot_sim: SimHandle, spans: InMemorySpanExporter
+    queue: RedisAdmissionQueue, hot_sim: SimHandle, spans: list[LeanSpan]
 ) -> None:
     """Queued behind a holder: the admission span covers the wait (from before the enqueue
     to the grant), the Ollama client span starts after it and covers only the HTTP call,
@@ -261,15 +307,17 @@ async def test_spans_keep_their_intervals_and_nothing_reaches_ollama_before_the_
     backend.client.close()
     assert positions == [1] and rest[-1]["done"]
     assert hot_sim.requests("/api/chat") == 1
-    finished = spans.get_finished_spans()
-    admission, call = _one(finished, "inference.admission"), _one(finished, "POST /api/chat")
-    assert admission.start_time and admission.end_time and call.start_time and call.end_time
-    assert admission.end_time - admission.start_time >= 0.3e9  # the wait is in the span
-    assert call.start_time >= admission.end_time  # the client span has no queue wait in it
-    parent = caller.get_span_context().span_id
-    assert admission.parent and admission.parent.span_id == parent
-    assert call.parent and call.parent.span_id == parent
-    assert dict(admission.attributes or {})["inference.priority"] == 5
+    admission, call = _one(spans, "inference.admission"), _one(spans, "POST /api/chat")
+    assert admission.start_ns and admission.end_ns and call.start_ns and call.end_ns
+    assert admission.end_ns - admission.start_ns >= 0.3e9  # the wait is in the span
+    assert call.start_ns >= admission.end_ns  # the client span has no queue wait in it
+    ids = caller.get_span_context()
+    for child in (admission, call):
+        assert (child.trace_id, child.parent_span_id) == (ids.trace_id, ids.span_id)
+        assert child.sampled and not child.parent_remote
+    assert admission.attributes["inference.priority"] == 5
+    assert call.kind == KIND_CLIENT and call.attributes["http.response.status_code"] == 200
+    assert call.status_code == admission.status_code == 0
 
 
 async def test_backend_has_reads_the_fetched_list_and_forgets_it_on_a_failed_fetch(

@@ -1,7 +1,7 @@
 """The streamed path's server span end to end (``switchboard_common.server_span``): a real
 inference service process, with a simulator and Redis, exporting over OTLP/HTTP to a tiny
-sink in this test. The lean server span joins the caller's trace, and the service's SDK
-spans (admission, the Ollama call) are its children, exported in the same trace."""
+sink in this test. The lean server span joins the caller's trace, and the service's lean
+child spans (admission, the Ollama call) are its children, exported in the same trace."""
 
 from __future__ import annotations
 
@@ -79,6 +79,16 @@ def test_the_server_span_is_the_callers_child_and_the_services_spans_its_childre
     assert server.status.code == 0
     for child in ("inference.admission", "POST /api/chat"):
         assert spans[child].parent_span_id == server.span_id, child
+        assert spans[child].flags == 0x100, child  # has-is-remote, not remote: a local parent
+    admission, call = spans["inference.admission"], spans["POST /api/chat"]
+    assert admission.kind == PbSpan.SPAN_KIND_INTERNAL
+    assert {kv.key: kv.value for kv in admission.attributes}["inference.priority"].int_value >= 0
+    assert server.start_time_unix_nano <= admission.start_time_unix_nano
+    assert admission.end_time_unix_nano <= call.start_time_unix_nano <= call.end_time_unix_nano
+    assert call.kind == PbSpan.SPAN_KIND_CLIENT and call.status.code == 0
+    call_attributes = {kv.key: kv.value for kv in call.attributes}
+    assert call_attributes["http.response.status_code"].int_value == 200
+    assert call_attributes["url.full"].string_value.endswith("/api/chat")
     with sink.lock:
         services = {
             (scope.scope.name, kv.value.string_value)
@@ -104,7 +114,7 @@ def test_spans_queued_at_shutdown_are_flushed(
     spawn: Spawn, redis_server: RedisServer, sink: OtlpSink
 ) -> None:
     """A normal stop (SIGTERM) exports what the exporters still hold: the lean one's server
-    span and the SDK processor's child spans (uvicorn re-raises SIGTERM, so no ``atexit``)."""
+    and child spans (uvicorn re-raises SIGTERM, so no ``atexit``)."""
     trace_id = "33333333333333333333333333333333"
     started: list[ManagedProcess] = []
 
@@ -126,6 +136,6 @@ def test_spans_queued_at_shutdown_are_flushed(
     assert not [s for s in sink.spans() if s.trace_id.hex() == trace_id]
     (process,) = started
     process.stop()
-    names = {"POST /inference/chat", "inference.admission", "POST /api/chat"}  # lean and SDK
+    names = {"POST /inference/chat", "inference.admission", "POST /api/chat"}
     spans = _in_trace(sink, trace_id, names, timeout_s=1)
     assert spans["POST /inference/chat"].parent_span_id.hex() == CALLER

@@ -6,7 +6,7 @@ OTLP/HTTP sink in this test. End to end through real processes: the gateway's pr
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -33,7 +33,14 @@ from opentelemetry.trace import (
 )
 from opentelemetry.trace.span import TraceState
 
-from switchboard_common.lean_trace import LeanSpan, LeanTracer, Sampler, parse_traceparent
+from switchboard_common.lean_trace import (
+    KIND_CLIENT,
+    LeanSpan,
+    LeanTracer,
+    RemoteParent,
+    Sampler,
+    parse_traceparent,
+)
 from switchboard_common.otlp_encode import SpanEncoder
 from switchboard_common.span_export import (
     SPANS_DROPPED,
@@ -86,6 +93,21 @@ def _spans() -> list[LeanSpan]:
     ok = tracer.start_span("GET /auth", None, None, {})
     ok.set_status(StatusCode.OK, "ignored unless an error")
     ok.end()
+    return ended
+
+
+def _local_children() -> list[LeanSpan]:
+    """A root and its children in this process (``start_child_span``): CLIENT, INTERNAL."""
+    ended: list[LeanSpan] = []
+    tracer = LeanTracer(Sampler("always_on"), ended.append)
+    root = tracer.start_span("POST /inference/chat", None, None, {})
+    local = RemoteParent(root.trace_id, root.span_id, True, "k=v")
+    client = tracer.start_child("POST /api/chat", local, {"server.port": 11434}, KIND_CLIENT)
+    client.end()
+    internal = tracer.start_child("inference.admission", local, {"inference.priority": 5})
+    internal.start_ns = 1_000
+    internal.end(2_000)
+    root.end()
     return ended
 
 
@@ -149,16 +171,30 @@ def test_every_field_decodes_with_the_official_protobuf_classes() -> None:
     assert (ok.status.code, ok.status.message) == (1, "")
 
 
-def test_bytes_equal_what_the_sdk_exporter_would_send() -> None:
+def test_local_children_have_their_kind_and_a_local_parent() -> None:
+    export = _decode(SpanEncoder(RESOURCE, "s").request(_local_children()))
+    client, internal, root = export.resource_spans[0].scope_spans[0].spans
+    for local in (client, internal):
+        assert (local.trace_id, local.parent_span_id) == (root.trace_id, root.span_id)
+        assert local.trace_state == "k=v"  # the parent's
+        assert local.flags == 0x100  # has-is-remote only: the parent is in this process
+    assert (root.kind, root.flags) == (PbSpan.SPAN_KIND_SERVER, 0x100)
+    assert client.kind == PbSpan.SPAN_KIND_CLIENT  # proto numbers: CLIENT=3
+    assert internal.kind == PbSpan.SPAN_KIND_INTERNAL  # INTERNAL=1
+    assert (internal.start_time_unix_nano, internal.end_time_unix_nano) == (1_000, 2_000)
+
+
+@pytest.mark.parametrize("make", [_spans, _local_children])
+def test_bytes_equal_what_the_sdk_exporter_would_send(make: Callable[[], list[LeanSpan]]) -> None:
     """The same spans as SDK ``ReadableSpan``s, through the SDK's own OTLP encoder."""
-    spans = _spans()
+    spans = make()
     resource = Resource(RESOURCE)
     scope = InstrumentationScope("switchboard.gateway.proxy", "9.9")
     sdk_spans = []
     for span in spans:
         parent = None
         if span.parent_span_id:
-            parent = SpanContext(span.trace_id, span.parent_span_id, is_remote=True)
+            parent = SpanContext(span.trace_id, span.parent_span_id, span.parent_remote)
         state = TraceState([tuple(m.split("=", 1)) for m in span.trace_state.split(",") if m])
         code = StatusCode(span.status_code)
         sdk_spans.append(
@@ -168,7 +204,7 @@ def test_bytes_equal_what_the_sdk_exporter_would_send() -> None:
                 parent=parent,
                 resource=resource,
                 attributes=dict(span.attributes),
-                kind=SpanKind.SERVER,
+                kind=SpanKind(span.kind - 1),  # the API enum is the proto's - 1
                 status=Status(code, span.status_message or None),
                 start_time=span.start_ns,
                 end_time=span.end_ns,

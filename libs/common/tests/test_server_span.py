@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from opentelemetry import baggage, trace
+from opentelemetry import baggage, propagate, trace
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -17,9 +17,22 @@ from opentelemetry.trace import SpanKind, StatusCode
 from starlette.types import Message, Scope
 
 from switchboard_common import server_span as server_span_module
-from switchboard_common.lean_trace import KIND_SERVER, LeanSpan, LeanTracer, Sampler
+from switchboard_common.lean_trace import (
+    KIND_CLIENT,
+    KIND_INTERNAL,
+    KIND_SERVER,
+    LeanSpan,
+    LeanTracer,
+    Sampler,
+)
 from switchboard_common.request_context import current_trace_id
-from switchboard_common.server_span import ProcessTracer, _CurrentSpan, server_span
+from switchboard_common.server_span import (
+    ProcessTracer,
+    _CurrentSpan,
+    propagation_headers,
+    server_span,
+    start_child_span,
+)
 from tests.fixtures.otlp import otlp_sink
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -199,3 +212,79 @@ def test_the_process_exporter_sends_sampled_spans_with_the_providers_resource(
     resource = {kv.key for kv in resource_spans.resource.attributes}
     assert {"service.name", "telemetry.sdk.name"} <= resource
     assert process.tracer is None  # the next span would make a new exporter
+
+
+# --- start_child_span: lean children of the current span ---------------------------------
+
+
+def test_a_child_of_the_lean_server_span_is_in_its_trace_and_sends_its_own_ids(
+    ended: list[LeanSpan],
+) -> None:
+    template = {"server.port": 11434}
+    scope = _scope(("traceparent", f"00-{TRACE}-{CALLER}-01"), ("tracestate", "k=v"))
+    scope["headers"].append((b"baggage", b"tenant=acme"))
+    with server_span(scope, ROUTE, _discard):
+        child = start_child_span("POST /api/chat", template, kind=KIND_CLIENT)
+        child.set_attribute("http.response.status_code", 200)
+        headers = propagation_headers(child)
+        child.end()
+    client, server = ended
+    assert client is child and server.name == f"POST {ROUTE}"
+    assert (client.trace_id, client.parent_span_id) == (server.trace_id, server.span_id)
+    assert client.kind == KIND_CLIENT and not client.parent_remote and client.sampled
+    assert client.trace_state == "k=v" and template == {"server.port": 11434}  # copied
+    assert headers == {
+        "traceparent": f"00-{TRACE}-{client.span_id:016x}-01",
+        "tracestate": "k=v",
+        "baggage": "tenant=acme",
+    }
+
+
+def test_a_child_of_an_sdk_span_or_a_remote_one_takes_its_context(
+    ended: list[LeanSpan], sdk_spans: InMemorySpanExporter
+) -> None:
+    with trace.get_tracer("test").start_as_current_span("caller") as caller:
+        child = start_child_span("inference.admission", {"inference.priority": 5})
+        child.end()
+    ids = caller.get_span_context()
+    assert (child.trace_id, child.parent_span_id) == (ids.trace_id, ids.span_id)
+    assert child.kind == KIND_INTERNAL and not child.parent_remote and ended == [child]
+    remote = propagate.extract({"traceparent": f"00-{TRACE}-{CALLER}-01"})
+    from_remote = start_child_span("inference.admission", {}, context=remote)
+    assert (from_remote.trace_id_hex(), from_remote.parent_span_id) == (TRACE, int(CALLER, 16))
+    assert from_remote.parent_remote  # encoded with the is-remote flag, as the SDK would
+
+
+def test_an_unsampled_parents_child_records_nothing_but_propagates(
+    ended: list[LeanSpan],
+) -> None:
+    with server_span(_scope(("traceparent", f"00-{TRACE}-{CALLER}-00")), ROUTE, _discard):
+        child = start_child_span("POST /api/chat", {}, kind=KIND_CLIENT)
+        headers = propagation_headers(child)
+        assert not child.is_recording()
+        child.end()
+    assert ended == []
+    assert child.trace_id_hex() == TRACE
+    assert headers == {"traceparent": f"00-{TRACE}-{child.span_id:016x}-00"}
+
+
+def test_without_a_parent_a_child_starts_a_trace_sampled_per_the_sampler(
+    ended: list[LeanSpan], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = start_child_span("inference.admission", {})
+    root.end()
+    assert root.parent_span_id == 0 and root.sampled and ended == [root]
+    monkeypatch.setattr(
+        server_span_module._process, "tracer", LeanTracer(Sampler("always_off"), ended.append)
+    )
+    unsampled = start_child_span("inference.admission", {})
+    unsampled.end()
+    assert not unsampled.sampled and ended == [root]
+    assert unsampled.trace_id != root.trace_id
+
+
+def test_explicit_start_and_end_times_are_the_spans(ended: list[LeanSpan]) -> None:
+    span = start_child_span("inference.admission", {}, start_ns=1_000)
+    span.end(5_000)
+    span.end(9_000)  # ended once
+    assert (span.start_ns, span.end_ns) == (1_000, 5_000) and ended == [span]

@@ -16,9 +16,12 @@ to first token. A request's SERVER span needs none of that machinery: it has a f
   ``traceparent`` with the sampled flag off, so downstream services agree.
 
 Ended sampled spans go to a ``sink`` (the exporter's queue, ``span_export.py``). Users:
-the gateway's proxy span (never made current, no children in its process) and
+the gateway's proxy span (never made current, no children in its process),
 :func:`switchboard_common.server_span.server_span` (made current through an OpenTelemetry
-context, so SDK child spans and log lines join it).
+context, so SDK child spans and log lines join it) and
+:func:`switchboard_common.server_span.start_child_span` (:meth:`LeanTracer.start_child`:
+a CLIENT or INTERNAL child of the current span, e.g. the inference service's Ollama call
+and admission span, which cost an SDK span's ~60 µs on a streamed answer's first token).
 """
 
 from __future__ import annotations
@@ -40,7 +43,9 @@ AttributeValue = str | bool | int | float
 SpanSink = Callable[["LeanSpan"], None]
 
 # proto SpanKind numbers (opentelemetry/proto/trace/v1/trace.proto): the API enum + 1
-KIND_SERVER: Final = SpanKind.SERVER.value + 1
+KIND_INTERNAL: Final = SpanKind.INTERNAL.value + 1  # 1
+KIND_SERVER: Final = SpanKind.SERVER.value + 1  # 2
+KIND_CLIENT: Final = SpanKind.CLIENT.value + 1  # 3
 _TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$")
 _SAMPLED_LAST_DIGITS = frozenset("13579bdf")  # flags & 0x01
 _getrandbits = random.getrandbits
@@ -56,6 +61,7 @@ class LeanSpan:
         "end_ns",
         "kind",
         "name",
+        "parent_remote",
         "parent_span_id",
         "sampled",
         "span_id",
@@ -77,11 +83,15 @@ class LeanSpan:
         sampled: bool,
         sink: SpanSink | None,
         kind: int = KIND_SERVER,
+        parent_remote: bool | None = None,
     ) -> None:
         self.name = name
         self.trace_id = trace_id
         self.span_id = span_id
         self.parent_span_id = parent_span_id  # 0: a root span
+        # the OTLP is-remote flag: a caller's span (the default when there is a parent)
+        # or a span of this process (a child span's parent)
+        self.parent_remote = bool(parent_span_id) if parent_remote is None else parent_remote
         self.sampled = sampled
         self.trace_state = trace_state
         self.kind = kind
@@ -106,10 +116,11 @@ class LeanSpan:
     def is_recording(self) -> bool:
         return self.sampled and not self.end_ns
 
-    def end(self) -> None:
+    def end(self, end_ns: int | None = None) -> None:
+        """End it now, or at ``end_ns`` (``time.time_ns()``) for a span recorded late."""
         if self.end_ns:
             return
-        self.end_ns = _time_ns()
+        self.end_ns = end_ns or _time_ns()
         if self._sink is not None:
             self._sink(self)
 
@@ -121,6 +132,9 @@ class LeanSpan:
 
 
 class RemoteParent(NamedTuple):
+    """A parent span's context: a caller's (``traceparent``), or, for
+    :meth:`LeanTracer.start_child`, a span of this process."""
+
     # a NamedTuple: built per request, and a frozen dataclass costs ~1 µs more to build
     trace_id: int
     span_id: int
@@ -215,6 +229,20 @@ class LeanTracer:
         attributes: dict[str, AttributeValue],
     ) -> LeanSpan:
         parent = parse_traceparent(traceparent, tracestate) if traceparent else None
+        return self.start_child(name, parent, attributes, KIND_SERVER, parent_remote=True)
+
+    def start_child(
+        self,
+        name: str,
+        parent: RemoteParent | None,
+        attributes: dict[str, AttributeValue],
+        kind: int = KIND_INTERNAL,
+        *,
+        parent_remote: bool = False,
+    ) -> LeanSpan:
+        """A span under ``parent`` (its trace, trace_state and, through a parent-based
+        sampler, its sampled flag, as the SDK's ``ParentBased`` decides for any parent),
+        or the root of a new trace. ``attributes`` is kept, not copied."""
         span_id = _getrandbits(64) or 1
         if parent is None:
             trace_id = _getrandbits(128) or 1
@@ -229,5 +257,14 @@ class LeanTracer:
         # unsampled: no record, but the span still has an id and says "not sampled" upstream
         sink = self.sink if sampled else None
         return LeanSpan(
-            name, trace_id, span_id, parent_span_id, trace_state, attributes, sampled, sink
+            name,
+            trace_id,
+            span_id,
+            parent_span_id,
+            trace_state,
+            attributes,
+            sampled,
+            sink,
+            kind,
+            parent_remote and parent is not None,
         )

@@ -143,7 +143,7 @@ class SpanEncoder:
             parts.append(_field(0x7A, status))  # status=15
         else:
             parts.append(_EMPTY_STATUS)
-        parts.append(_REMOTE_FLAGS if span.parent_span_id else _LOCAL_FLAGS)
+        parts.append(_REMOTE_FLAGS if span.parent_remote else _LOCAL_FLAGS)
         return _field(0x12, b"".join(parts))  # ScopeSpans.spans=2
 
     def request(self, spans: Iterable[LeanSpan]) -> bytes:
