@@ -6,32 +6,23 @@ asks :meth:`RedisAdmissionQueue.admit` for a slot first::
     async with queue.admit(backend, model, priority, on_position=send_position):
         ...  # talk to Ollama; one slot of backend|model is ours
 
-Algorithm (the Lua side is documented in ``queue_scripts.py``):
+Algorithm (docs/queue.md#algorithm has it whole; the Lua side is in ``queue_scripts.py``):
 
-1. **Slots are leases.** A holder is a member of ``{Q}:holders`` scored by lease expiry
-   (Redis clock). While inside the context a background task renews the lease every
-   ``lease_s / 3``; a replica that dies stops renewing and its slots are reclaimed by the
-   next script that runs after ``lease_s``. That task, the admission span and the metrics
-   are started once the caller first waits inside the block (it has sent its Ollama
-   request by then), not between the grant and that request (``queue_lane.py``).
-2. **Enqueue.** A request that cannot take a slot at once joins ``{Q}:wait`` with the score
-   ``enqueued_at - priority * aging_s``: ordering by it equals ordering by the aged priority
-   ``priority + waited / aging_s``, FIFO on ties. Each priority has its own bound
-   (``max_waiting``): beyond it → :class:`QueueFull`.
-3. **Wait.** The waiter sleeps until a release is published on the channel
-   ``<prefix>:released`` (one pub/sub listener per process) or ``poll_interval_s`` passes,
-   then runs ``POLL``: the best ``free`` waiters (rank < free slots) take a slot, others
-   learn their 1-based position (→ ``on_position`` when it changed) and refresh their
-   heartbeat. A waiter nobody watches (no ``on_position``: a non-streamed request) skips
-   the ``POLL`` on a wake-up while fewer releases than waiters ahead of it have happened —
-   it cannot be admitted yet — so a release no longer sends every waiter to Redis at once
-   (at saturation that herd was most of the queue's overhead); it still polls at least
-   every ``poll_interval_s``, so heartbeats and positions stay fresh. A waiter whose
-   replica died stops heartbeating and is purged after ``waiter_ttl_s``. After
-   ``wait_timeout_s`` → :class:`QueueWaitTimeout`.
-4. **Leave.** Exiting the context — normally, by exception, or by cancellation while
-   waiting or holding — runs ``ABANDON`` in a shielded task, so a client that disconnects
-   frees its place or slot at once.
+1. **Slots are leases** in ``{Q}:holders`` (scored by expiry, Redis clock), renewed every
+   ``lease_s / 3`` while held; a dead replica's slots are reclaimed after ``lease_s``. The
+   renewer, the admission span and the metrics start once the caller has sent its Ollama
+   request (``queue_lane.py``).
+2. **Enqueue.** A request without a free slot joins ``{Q}:wait`` scored
+   ``enqueued_at - priority * aging_s`` (aged priority, FIFO on ties), bounded per
+   priority (:class:`QueueFull`). :meth:`RedisAdmissionQueue.enter` sends this call ahead
+   of ``admit`` for the streaming path.
+3. **Wait** for a release on ``<prefix>:released`` or ``poll_interval_s``, then ``POLL``:
+   the best waiters take the free slots, the others learn their position (→
+   ``on_position``) and refresh their heartbeat. A waiter nobody watches skips the poll
+   while fewer releases than waiters ahead of it happened (no herd at saturation). Dead
+   replicas' waiters are purged after ``waiter_ttl_s``; ``wait_timeout_s`` →
+   :class:`QueueWaitTimeout`.
+4. **Leave.** Exiting the context, however it exits, runs ``ABANDON`` in a shielded task.
 
 The Lua calls (enqueue, poll, renew, release) go over :class:`~switchboard_common.lean_redis.
 LeanRedis` when the lifespan provides one: the enqueue is on every generation's path to its

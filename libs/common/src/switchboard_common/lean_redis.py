@@ -1,4 +1,5 @@
-"""A lean async Redis client for hot-path Lua calls: asyncio Protocol + a tiny RESP2 parser.
+"""A lean async Redis client for hot-path Lua calls: an asyncio Protocol over a tiny RESP2
+codec (:mod:`switchboard_common.lean_resp`).
 
 Why: the inference service's admission queue makes one EVALSHA before every generation's
 first token, so the client's per-call cost is in every stream's time to first token. On
@@ -44,91 +45,18 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeAlias, cast
 from urllib.parse import unquote, urlsplit
 
-from redis._parsers.base import BaseParser
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import DataError, InvalidResponse, NoScriptError, RedisError
+from redis.exceptions import InvalidResponse, NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-Arg: TypeAlias = bytes | str | int | float
+from switchboard_common.lean_resp import Arg, Incomplete, encode_command, parse_reply
+
+__all__ = ["Arg", "LeanRedis", "LeanScript", "PendingReply", "Script", "encode_command"]
 #: What :meth:`LeanRedis.script` and redis-py's ``register_script`` both return, so a caller
 #: can take either: ``await script(keys=[…], args=[…])``.
 Script: TypeAlias = Callable[..., Awaitable[Any]]
 
 CLOSED_BY_SERVER = "Connection closed by server."  # redis-py's message for the same event
-
-
-class _Incomplete(Exception):
-    """The buffer ends inside a reply; ``need`` is the total length it must reach first
-    (0 when unknown), so a large bulk reply is not re-parsed on every chunk."""
-
-    def __init__(self, need: int) -> None:
-        self.need = need
-
-
-# An error reply as the redis-py exception it maps to (``NOSCRIPT`` → NoScriptError,
-# ``ERR …`` → ResponseError, …) through redis-py's own table, so classes and messages match
-# exactly what the same call through redis-py raises. (Untyped upstream: typed here.)
-parse_error: Callable[[str], RedisError] = BaseParser.parse_error
-
-
-def parse_reply(buf: bytes, pos: int) -> tuple[Any, int]:
-    """One RESP2 reply starting at ``pos``: ``(value, position after it)``.
-
-    Raises ``_Incomplete`` when ``buf`` ends first, InvalidResponse on anything else.
-    """
-    end = buf.find(b"\r\n", pos)
-    if end < 0:
-        raise _Incomplete(0)
-    kind = buf[pos : pos + 1]
-    try:
-        if kind == b"$":
-            length = int(buf[pos + 1 : end])
-            if length < 0:
-                return None, end + 2
-            stop = end + 2 + length
-            if len(buf) < stop + 2:
-                raise _Incomplete(stop + 2)
-            if buf[stop : stop + 2] != b"\r\n":
-                raise InvalidResponse(f"Protocol Error: bulk of {length} bytes not terminated")
-            return buf[end + 2 : stop], stop + 2
-        if kind == b":":
-            return int(buf[pos + 1 : end]), end + 2
-        if kind == b"*":
-            count = int(buf[pos + 1 : end])
-            if count < 0:
-                return None, end + 2
-            items: list[Any] = []
-            pos = end + 2
-            for _ in range(count):
-                item, pos = parse_reply(buf, pos)
-                items.append(item)
-            return items, pos
-        if kind == b"+":
-            return buf[pos + 1 : end], end + 2
-        if kind == b"-":
-            return parse_error(buf[pos + 1 : end].decode("utf-8", "replace")), end + 2
-    except ValueError as exc:
-        raise InvalidResponse(f"Protocol Error: {buf[pos:end]!r}") from exc
-    raise InvalidResponse(f"Protocol Error: {buf[pos:end]!r}")
-
-
-def encode_command(args: Sequence[Arg]) -> bytes:
-    """A RESP array of bulk strings, encoded as redis-py's Encoder does (no bools)."""
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        if isinstance(arg, bytes):
-            data = arg
-        elif isinstance(arg, str):
-            data = arg.encode()
-        elif isinstance(arg, bool) or not isinstance(arg, int | float):
-            raise DataError(
-                f"Invalid input of type: '{type(arg).__name__}'. "
-                "Convert to a bytes, string, int or float first."
-            )
-        else:
-            data = repr(arg).encode()
-        parts += (b"$%d\r\n" % len(data), data, b"\r\n")
-    return b"".join(parts)
 
 
 class RedisConnection(asyncio.Protocol):
@@ -163,7 +91,7 @@ class RedisConnection(asyncio.Protocol):
             data = bytes(self._buffer)
         try:
             reply, end = parse_reply(data, 0)
-        except _Incomplete as incomplete:
+        except Incomplete as incomplete:
             if not self._buffer:
                 self._buffer += data
             self._need = incomplete.need
