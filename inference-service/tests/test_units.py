@@ -44,6 +44,19 @@ def test_breaker_opens_half_opens_and_closes() -> None:
     assert breaker.state == "closed" and breaker.allow()
 
 
+def test_a_probe_never_settled_lapses() -> None:
+    # claimed by a request the queue then refused (or whose client left): after another
+    # cooldown the backend gets a new probe instead of staying half-open for good
+    breaker = CircuitBreaker(threshold=1, cooldown_s=0.05)
+    breaker.failure()
+    time.sleep(0.06)
+    assert breaker.allow() and not breaker.allow()
+    time.sleep(0.06)
+    assert breaker.state == "half-open" and breaker.allow() and not breaker.allow()
+    breaker.failure()  # the late outcome of a probe still opens it
+    assert breaker.state == "open"
+
+
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [(None, 5), ("", 5), ("x", 5), (-4, 0), ("12", 9), (3, 3), ("7", 7)],

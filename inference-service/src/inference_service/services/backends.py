@@ -31,14 +31,25 @@ def normalize_model(name: str) -> str:
 
 
 class CircuitBreaker:
-    """closed → (N failures) → open → (cooldown) → half-open (one probe) → closed/open."""
+    """closed → (N failures) → open → (cooldown) → half-open (one probe) → closed/open.
+
+    A probe is claimed by :meth:`allow` and settled by :meth:`success` / :meth:`failure`.
+    A claim never settled (the request was refused by the queue, or its client left before
+    it reached the backend) lapses after another ``cooldown_s``, so the backend is tried
+    again rather than left half-open with no probe allowed."""
 
     def __init__(self, threshold: int, cooldown_s: float) -> None:
         self.threshold = threshold
         self.cooldown_s = cooldown_s
         self.failures = 0
         self.opened_at: float | None = None
-        self.probing = False
+        self.probe_at: float | None = None  # when the half-open probe was claimed
+
+    @property
+    def probing(self) -> bool:
+        """A probe is out and has not lapsed."""
+        claimed = self.probe_at
+        return claimed is not None and time.monotonic() - claimed < self.cooldown_s
 
     @property
     def state(self) -> str:
@@ -54,7 +65,7 @@ class CircuitBreaker:
         if state == "closed":
             return True
         if state == "half-open" and not self.probing:
-            self.probing = True
+            self.probe_at = time.monotonic()
             return True
         return False
 
@@ -66,13 +77,13 @@ class CircuitBreaker:
         return max(1, math.ceil(remaining))
 
     def success(self) -> None:
-        self.failures, self.opened_at, self.probing = 0, None, False
+        self.failures, self.opened_at, self.probe_at = 0, None, None
 
     def failure(self) -> None:
         self.failures += 1
-        if self.probing or self.failures >= self.threshold:
+        if self.probe_at is not None or self.failures >= self.threshold:
             self.opened_at = time.monotonic()
-        self.probing = False
+        self.probe_at = None
 
 
 @dataclass
