@@ -136,17 +136,28 @@ class RedisAdmissionQueue:
         if lean is None or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
             return None
         lane = self._lane(backend, model)
-        keys = lane.keys
-        if keys.name not in self._known:
+        if lane.keys.name not in self._known:
             return None
+        entry = self._new_entry(lane, priority)
+        entry.pending = lean.send_now(lane.redis_keys, entry.args)
+        return entry if entry.pending is not None else None
+
+    def _new_entry(self, lane: Lane, priority: int) -> QueueEntry:
+        """A new holder's place in ``lane``: its id, its enqueue arguments, and the moment
+        its wait starts (the release count and event it waits on, as of now)."""
         holder_id = f"{self._holder_prefix}{next(self._serials)}"
-        args = self._enqueue_args(lane, priority, holder_id, "")
-        wake, seen = self.notifier.event(keys.name), self.notifier.releases(keys.name)
-        started, started_ns = time.monotonic(), time.time_ns()
-        pending = lean.send_now(lane.redis_keys, args)
-        if pending is None:
-            return None
-        return QueueEntry(lane, priority, holder_id, args, pending, started, started_ns, wake, seen)
+        name = lane.keys.name
+        return QueueEntry(
+            lane,
+            priority,
+            holder_id,
+            self._enqueue_args(lane, priority, holder_id, ""),
+            None,
+            time.monotonic(),
+            time.time_ns(),
+            self.notifier.event(name),
+            self.notifier.releases(name),
+        )
 
     def abandon(self, entry: AdmissionEntry) -> None:
         """Undo an :meth:`enter` that :meth:`admit` never took: once its reply is in, the
@@ -155,8 +166,9 @@ class RedisAdmissionQueue:
             self._spawn(self._abandon_entry(entry), self._background)
 
     async def _abandon_entry(self, entry: QueueEntry) -> None:
-        with suppress(Exception):
-            await entry.pending.reply()
+        if entry.pending is not None:
+            with suppress(Exception):
+                await entry.pending.reply()
         await self._abandon_quietly(entry.lane.keys, entry.priority, entry.holder_id)
 
     @asynccontextmanager
@@ -174,16 +186,10 @@ class RedisAdmissionQueue:
         if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
             raise ValueError(f"priority must be {MIN_PRIORITY}..{MAX_PRIORITY}, got {priority}")
         if not isinstance(entry, QueueEntry):  # None (or another gate's: not ours to wait on)
-            entry = None
-            lane = self._lane(backend, model)
-            holder_id = f"{self._holder_prefix}{next(self._serials)}"
-            span = AdmissionSpan(backend, model, priority)
-        else:
-            lane, holder_id = entry.lane, entry.holder_id
-            span = AdmissionSpan(backend, model, priority, started=entry.started_ns)
-        waited, waiting = await self._wait_for_slot(
-            lane, priority, holder_id, on_position, span, entry
-        )
+            entry = self._new_entry(self._lane(backend, model), priority)
+        lane, holder_id = entry.lane, entry.holder_id
+        span = AdmissionSpan(backend, model, priority, started=entry.started_ns)
+        waited, waiting = await self._wait_for_slot(entry, on_position, span)
         # the admission's bookkeeping (span, metrics, the lease renewer) waits until the caller
         # has sent its Ollama request and waits for the answer: off the first token's path
         held = Deferred(partial(self._hold, lane, priority, holder_id, span, waited, waiting))
@@ -224,34 +230,22 @@ class RedisAdmissionQueue:
     # -- waiting ----------------------------------------------------------------------------
 
     async def _wait_for_slot(
-        self,
-        lane: Lane,
-        priority: int,
-        holder_id: str,
-        on_position: PositionCallback | None,
-        span: AdmissionSpan,
-        entry: QueueEntry | None,
+        self, entry: QueueEntry, on_position: PositionCallback | None, span: AdmissionSpan
     ) -> tuple[float, Deferred[None]]:
         """Wait for a slot: ``(seconds waited, the deferred waiting-gauge increment)``."""
         s = self.settings
+        lane, priority, holder_id = entry.lane, entry.priority, entry.holder_id
         keys = lane.keys
         backend = keys.backend
-        if entry is None:
-            started = time.monotonic()
-            wake = self.notifier.event(keys.name)
-            seen = self.notifier.releases(keys.name)
-        else:
-            started, wake, seen = entry.started, entry.wake, entry.seen
+        started, wake, seen = entry.started, entry.wake, entry.seen
         deadline = started + s.wait_timeout_s
         last_poll = started
         # counted while the enqueue call is in flight rather than before sending it
         waiting = Deferred(lane.waiting.inc)
         try:
-            if entry is None:
+            if entry.pending is None:  # not sent ahead by enter(): send it now
                 await self._register(keys)
-                status, position, score = await self._call_enqueue(lane, priority, holder_id, "")
-            else:
-                status, position, score = await self._entered(entry)
+            status, position, score = await self._entered(entry)
             if status < 0:
                 self.metrics.rejected.labels(backend, "full").inc()
                 raise QueueFull(
@@ -287,7 +281,8 @@ class RedisAdmissionQueue:
                 seen, last_poll = releases, time.monotonic()
                 status, position = await self._call_poll(lane, priority, holder_id)
                 if status == -2:  # purged (heartbeat lapsed): rejoin at the same place
-                    status, position, _ = await self._call_enqueue(lane, priority, holder_id, score)
+                    args = self._enqueue_args(lane, priority, holder_id, score)
+                    status, position, _ = await self._call_enqueue(lane, args)
         except BaseException as exc:
             span.mark_end()
             waiting.flush()
@@ -305,16 +300,15 @@ class RedisAdmissionQueue:
             await self._redis_call(self.redis.sadd(self.registry_key, keys.name))
             self._known.add(keys.name)
 
-    async def _call_enqueue(
-        self, lane: Lane, priority: int, holder_id: str, score: str
-    ) -> tuple[int, int, str]:
-        args = self._enqueue_args(lane, priority, holder_id, score)
+    async def _call_enqueue(self, lane: Lane, args: list[Arg]) -> tuple[int, int, str]:
         status, position, new_score = await self._redis_call(self._enqueue(lane.redis_keys, args))
         return int(status), int(position), _text(new_score)
 
     async def _entered(self, entry: QueueEntry) -> tuple[int, int, str]:
-        """:meth:`_call_enqueue`'s outcome for a call :meth:`enter` already sent."""
-        assert self._enqueue_now is not None  # an entry exists only with the lean client
+        """The outcome of ``entry``'s enqueue call: the one :meth:`enter` sent, else sent now."""
+        if entry.pending is None:
+            return await self._call_enqueue(entry.lane, entry.args)
+        assert self._enqueue_now is not None  # only enter() sends ahead, over the lean client
         call = self._enqueue_now.reply(entry.pending, entry.lane.redis_keys, entry.args)
         status, position, new_score = await self._redis_call(call)
         return int(status), int(position), _text(new_score)

@@ -110,15 +110,16 @@ class AdmissionSpan:
 
 @dataclass(slots=True)
 class QueueEntry(AdmissionEntry):
-    """An enqueue call already on its way to Redis, for :meth:`RedisAdmissionQueue.admit`
-    to take over (or :meth:`RedisAdmissionQueue.abandon` to undo): what the wait needs
-    from the moment it was sent."""
+    """One holder's place in a queue, from the moment its wait starts: what
+    :meth:`RedisAdmissionQueue.admit` waits with. ``pending``: its enqueue call, when
+    :meth:`RedisAdmissionQueue.enter` already sent it (an entry ``admit`` never takes is
+    undone by :meth:`RedisAdmissionQueue.abandon`); None: ``admit`` sends it."""
 
     lane: Lane
     priority: int
     holder_id: str
     args: list[Arg]
-    pending: PendingReply
+    pending: PendingReply | None
     started: float  # time.monotonic(): the wait's start
     started_ns: int  # time.time_ns(): the admission span's start
     wake: asyncio.Event  # the release notifier's event and count when it was sent
