@@ -10,6 +10,8 @@ A1  authenticated request ÷ the same request unauthenticated, req/s     target 
 A2  /auth/token logins per second (bounded by the password hash)         reported
 S1  time to first token, gateway+inference vs the simulator directly      target ≤ 3 ms added
     plus inter-chunk fidelity (no batching) and queue overhead at saturation
+M1  the same Python work right after 10 ms idle ÷ back to back (reported: how much a
+    woken process slows down on this machine, which S1's added time depends on)
 G1 G2 G3 C1 R1  the Gateway issue's rows: see benchmarks/gateway_bench.py
 
 `--only G1,R1` (via `make bench BENCH_ARGS="--only G1,R1"`) measures just those rows.
@@ -28,12 +30,13 @@ from contextlib import AbstractContextManager, nullcontext
 from benchmarks import gateway_bench
 from benchmarks.gateway_bench import TraefikFront
 from benchmarks.inference_bench import TOKEN_MS, S1Result, run_s1
+from benchmarks.machine import ColdStart, cold_start
 from benchmarks.stack import ARGON2, BenchStack, new_stack
 from benchmarks.table import Row, failed, print_table
 from benchmarks.wrk import WrkResult, ensure_wrk, median, run_wrk
 
 PATH = "/ping"
-ROWS = ("F1", "F2", "A1", "A2", "S1", "G1", "G2", "G3", "C1", "R1")
+ROWS = ("F1", "F2", "A1", "A2", "S1", "M1", "G1", "G2", "G3", "C1", "R1")
 
 
 def measure(
@@ -89,6 +92,14 @@ def s1_rows(s1: S1Result) -> list[Row]:
     ]  # fmt: skip
 
 
+def m1_row(m1: ColdStart) -> Row:
+    return Row(
+        f"M1 same work after {m1.idle_s * 1000:.0f} ms idle ÷ back to back "
+        f"({m1.warm_us:.0f} → {m1.cold_us:.0f} µs)",
+        f"{m1.factor:.1f}x",
+    )
+
+
 def wrk_rows(r: dict[str, WrkResult], wanted: set[str]) -> list[Row]:
     rows: list[Row] = []
     if wanted & {"F1", "F2"}:
@@ -142,6 +153,8 @@ def main() -> int:
     args = parser.parse_args()  # fmt: skip
     wanted: set[str] = args.only
     ensure_wrk()
+    # before the stack starts: measured on a quiet machine
+    m1 = cold_start() if "M1" in wanted else None
     stack = new_stack()
     rows: list[Row] = []
     errors = 0
@@ -174,6 +187,8 @@ def main() -> int:
                        stack.service_headers())
             )  # fmt: skip
             rows += s1_rows(s1)
+        if m1 is not None:
+            rows.append(m1_row(m1))
     finally:
         stack.stop()
     print_table(f"Switchboard bench ({time.monotonic() - t0:.0f}s)", rows)
