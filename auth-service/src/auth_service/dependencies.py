@@ -34,7 +34,7 @@ from switchboard_common import (
 )
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -42,7 +42,7 @@ def get_settings(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def get_redis(request: Request) -> Redis:
+async def get_redis(request: Request) -> Redis:
     redis: Redis = request.app.state.redis
     return redis
 
@@ -50,7 +50,7 @@ def get_redis(request: Request) -> Redis:
 RedisDep = Annotated[Redis, Depends(get_redis)]
 
 
-def get_components(request: Request) -> AuthComponents:
+async def get_components(request: Request) -> AuthComponents:
     components: AuthComponents = request.app.state.auth
     return components
 
@@ -66,7 +66,7 @@ async def get_db(components: ComponentsDep) -> AsyncIterator[AsyncSession]:
 DbDep = Annotated[AsyncSession, Depends(get_db)]
 
 
-def get_client_info(request: Request) -> ClientInfo:
+async def get_client_info(request: Request) -> ClientInfo:
     """User-Agent and client IP (X-Forwarded-For is believed from trusted proxies only)."""
     user_agent = request.headers.get("user-agent")
     return ClientInfo(
@@ -78,23 +78,23 @@ def get_client_info(request: Request) -> ClientInfo:
 ClientDep = Annotated[ClientInfo, Depends(get_client_info)]
 
 
-def get_accounts(db: DbDep, components: ComponentsDep) -> AccountService:
+async def get_accounts(db: DbDep, components: ComponentsDep) -> AccountService:
     return AccountService(db, components.hasher, components.settings)
 
 
-def get_sessions(db: DbDep, components: ComponentsDep) -> SessionService:
+async def get_sessions(db: DbDep, components: ComponentsDep) -> SessionService:
     return SessionService(db, components.settings, components.keyring, components.publisher)
 
 
-def get_api_keys(db: DbDep, components: ComponentsDep) -> ApiKeyService:
+async def get_api_keys(db: DbDep, components: ComponentsDep) -> ApiKeyService:
     return ApiKeyService(db, components.settings, components.publisher)
 
 
-def get_keyring(components: ComponentsDep) -> KeyRing:
+async def get_keyring(components: ComponentsDep) -> KeyRing:
     return components.keyring
 
 
-def get_throttle(components: ComponentsDep) -> LoginThrottle:
+async def get_throttle(components: ComponentsDep) -> LoginThrottle:
     return components.throttle
 
 
@@ -105,7 +105,9 @@ KeyRingDep = Annotated[KeyRing, Depends(get_keyring)]
 ThrottleDep = Annotated[LoginThrottle, Depends(get_throttle)]
 
 
-def get_user_admin(db: DbDep, sessions: SessionsDep, components: ComponentsDep) -> UserAdminService:
+async def get_user_admin(
+    db: DbDep, sessions: SessionsDep, components: ComponentsDep
+) -> UserAdminService:
     return UserAdminService(db, sessions, components.publisher)
 
 

@@ -8,12 +8,12 @@ from gateway.config import Settings
 from gateway.services.upstreams import UpstreamPool
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_upstreams(request: Request) -> UpstreamPool:
+async def get_upstreams(request: Request) -> UpstreamPool:
     pool: UpstreamPool = request.app.state.upstreams
     return pool
 
