@@ -18,6 +18,7 @@ from gateway.core.token_limits import TokenLimitPolicy
 from gateway.models.limits import Limit
 from gateway.services.token_budget import (
     DECISIONS,
+    BudgetUnavailable,
     InvalidReservation,
     Reservation,
     TokenBudget,
@@ -299,3 +300,60 @@ def test_settlement_route_takes_only_signed_reports(
     assert post(b'{"reservation": 1}', secret).status_code == 422
     openapi = httpx.get(url + "/openapi.json", timeout=5)
     assert USAGE_SETTLEMENT_PATH not in openapi.text  # not advertised to clients
+    # served as raw ASGI (routes/usage_settlement.py), inside the app's user middleware
+    traced = post(body, secret)
+    assert traced.headers["x-request-id"]
+    echoed = httpx.post(
+        url + USAGE_SETTLEMENT_PATH,
+        content=body,
+        headers={**sign_internal_call(secret, USAGE_SETTLEMENT_PATH, body), "X-Request-ID": "r-42"},
+        timeout=5,
+    )
+    assert echoed.headers["x-request-id"] == "r-42"
+    wrong_method = httpx.get(url + USAGE_SETTLEMENT_PATH, timeout=5)
+    assert wrong_method.status_code == 405
+    assert wrong_method.headers["allow"] == "POST"
+    assert wrong_method.headers["content-type"] == "application/problem+json"
+    too_big = post(b"{" + b" " * 5000 + b"}", secret)
+    assert too_big.status_code == 413
+    assert too_big.json()["instance"] == USAGE_SETTLEMENT_PATH
+    metrics = httpx.get(url + "/metrics", timeout=5).text
+    counted = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("switchboard_http_requests_total")
+        and f'route="{USAGE_SETTLEMENT_PATH}"' in line
+        and 'status="200"' in line
+    ]
+    assert counted and float(counted[0].rsplit(" ", 1)[1]) >= 4
+
+
+async def test_settlement_route_answers_503_when_budgets_are_unreachable() -> None:
+    """Redis away: a retryable 503 problem (the service retries once, then counts a failure)."""
+    from fastapi.routing import iter_route_contexts
+
+    from gateway.main import create_app
+
+    gateway = create_app(Settings())
+    secret = gateway.api.state.settings.internal_secret.get_secret_value()
+
+    class Unreachable:
+        async def settle(self, report: UsageSettlement) -> bool:
+            raise BudgetUnavailable("ConnectionError")
+
+    gateway.api.state.token_budget = Unreachable()
+    report = UsageSettlement(reservation="r", prompt_tokens=1, completion_tokens=1)
+    body = report.model_dump_json().encode()
+    transport = httpx.ASGITransport(app=gateway)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+        answer = await client.post(
+            USAGE_SETTLEMENT_PATH,
+            content=body,
+            headers=sign_internal_call(secret, USAGE_SETTLEMENT_PATH, body),
+        )
+    assert answer.status_code == 503
+    assert answer.headers["retry-after"] == "1"
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert "Redis unavailable" in answer.json()["detail"]
+    # answered by the raw endpoint: FastAPI has no route for the path
+    assert all(c.path != USAGE_SETTLEMENT_PATH for c in iter_route_contexts(gateway.api.routes))

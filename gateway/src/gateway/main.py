@@ -116,7 +116,6 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
         routers=[
             health.router,
             verify.router,
-            usage_settlement.router,
             docs.router,
             fallback.router,
         ],
@@ -160,6 +159,7 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
         cache=cache,
         completions=completions,
         speculative=settings.speculative_admission,
+        settlement=usage_settlement.UsageSettlementEndpoint(api),
     )
     api.state.gateway = gateway  # /gateway/verify runs the same checks as the proxy
     return gateway

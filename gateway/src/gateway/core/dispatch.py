@@ -1,7 +1,9 @@
 """The gateway's top-level ASGI app: a prefix lookup decides who serves a request.
 
 Proxied prefixes (``/auth``, ``/inference``, …) are authorized (``core/security.py``) and
-go straight to the raw proxy; everything else (``/health``, ``/ready``, ``/metrics``,
+go straight to the raw proxy; the services' usage reports (``POST
+/gateway/internal/usage``, one per budgeted generation) to their raw endpoint
+(``routes/usage_settlement.py``); everything else (``/health``, ``/ready``, ``/metrics``,
 ``/docs``, ``/openapi.json``) goes to the gateway's own FastAPI app. The lifespan goes to
 FastAPI, which starts the upstream clients and the authenticator.
 
@@ -19,7 +21,7 @@ from functools import partial
 from typing import Any
 
 from fastapi import FastAPI
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.core.completion_cache import deterministic_document
 from gateway.core.limits import LimitPolicy
@@ -36,6 +38,7 @@ from gateway.services.rate_limit import RateLimiter
 from gateway.services.request_body import BodyDeadline, ClientBodyTimeout, buffer_body
 from gateway.services.response_cache import ResponseCache
 from gateway.services.ws_proxy import WebSocketProxy
+from switchboard_common.internal_calls import USAGE_SETTLEMENT_PATH
 from switchboard_common.request_context import request_id_from_headers
 
 logger = logging.getLogger("switchboard.gateway")
@@ -60,6 +63,7 @@ class GatewayApp:
         cache: ResponseCache | None = None,
         completions: CompletionCache | None = None,
         speculative: bool = True,
+        settlement: ASGIApp | None = None,
     ) -> None:
         self.api = api
         self.table = table
@@ -77,6 +81,8 @@ class GatewayApp:
         self.completions = completions  # deterministic completions (L1); None: off
         # streams sent ahead of their checks (core/speculation.py); None: off
         self.ahead = SendAhead(tokens, limits, limiter) if speculative and tokens else None
+        # the services' usage reports, one per budgeted generation (routes/usage_settlement.py)
+        self.settlement = settlement
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -113,6 +119,10 @@ class GatewayApp:
                     await self.ws_proxy(
                         scope, receive, send, service, decision.identity, principal, probe
                     )
+                return
+            settlement = self.settlement
+            if kind == "http" and scope["path"] == USAGE_SETTLEMENT_PATH and settlement:
+                await settlement(scope, receive, send)
                 return
         await self.api(scope, receive, send)
 

@@ -7,14 +7,24 @@ reservation's estimate with the actual tokens in the caller's token budget
 (``switchboard_common.internal_calls``) are accepted — a client that reaches this path
 through the gateway's public port gets 401 like anyone without the secret. Not in the
 public OpenAPI document: it is no client's business.
+
+It is called once per budgeted generation, so it is served as raw ASGI by the dispatcher
+(``core/dispatch.py``) rather than through FastAPI's routing, dependency solving, response
+validation and the OpenTelemetry middleware, which were most of its cost. It still runs
+inside the app's user middleware (request ids, body limit, metrics) and a server span of
+its own, and its refusals are rendered by the app's exception handlers: its answers, logs,
+metrics and traces look as they did.
 """
 
 import asyncio
+import inspect
 
-from fastapi import APIRouter, Request
+from fastapi import FastAPI
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.dependencies import SettingsDep
 from gateway.services.token_budget import BudgetUnavailable, InvalidReservation, TokenBudget
 from switchboard_common import (
     PayloadTooLarge,
@@ -23,6 +33,9 @@ from switchboard_common import (
     Unauthorized,
     UnprocessableContent,
 )
+from switchboard_common.app import user_middleware_around
+from switchboard_common.asgi_body import ClientDisconnected, read_body
+from switchboard_common.body_limit import declared_length
 from switchboard_common.internal_calls import (
     CALL_SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -32,57 +45,108 @@ from switchboard_common.internal_calls import (
     UsageSettlementResult,
     verify_internal_call,
 )
-
-router = APIRouter(tags=["gateway"])
+from switchboard_common.server_span import server_span
 
 # A report is ~150 bytes. The route is on the public port and its body is read before the
 # signature can be checked, so bound both its size and how long it may take to arrive.
 MAX_REPORT_BYTES = 4096
 REPORT_READ_TIMEOUT_S = 5.0
+_TIMESTAMP = TIMESTAMP_HEADER.lower().encode()
+_SIGNATURE = CALL_SIGNATURE_HEADER.lower().encode()
+_JSON = (b"content-type", b"application/json")
 
 
-async def _read_report(request: Request) -> bytes:
-    declared = request.headers.get("content-length", "")
-    if not declared.isdigit() or int(declared) > MAX_REPORT_BYTES:
-        raise PayloadTooLarge(
-            f"A usage report is a JSON body of at most {MAX_REPORT_BYTES} bytes with a "
-            "Content-Length."
-        )
-    try:
-        async with asyncio.timeout(REPORT_READ_TIMEOUT_S):
-            return await request.body()
-    except TimeoutError:
-        raise RequestTimeout(
-            f"The usage report did not arrive within {REPORT_READ_TIMEOUT_S:g} s."
-        ) from None
+class _Route:
+    """What Starlette's router would have put in ``scope["route"]``, for the metrics label."""
+
+    path = USAGE_SETTLEMENT_PATH
 
 
-@router.post(USAGE_SETTLEMENT_PATH, include_in_schema=False)
-async def settle_usage(request: Request, settings: SettingsDep) -> UsageSettlementResult:
-    body = await _read_report(request)  # the MAC covers the raw bytes: check it first
-    try:
-        verify_internal_call(
-            settings.internal_secret,
-            USAGE_SETTLEMENT_PATH,
-            body,
-            request.headers.get(TIMESTAMP_HEADER),
-            request.headers.get(CALL_SIGNATURE_HEADER),
-        )
-    except InvalidInternalCall as exc:
-        raise Unauthorized(f"Internal calls only: {exc}") from exc
-    try:
-        report = UsageSettlement.model_validate_json(body)
-    except ValidationError as exc:
-        raise UnprocessableContent(
-            "Not a usage report.", errors=exc.errors(include_url=False, include_context=False)
-        ) from exc
-    budget: TokenBudget = request.app.state.token_budget
-    try:
-        settled = await budget.settle(report)
-    except InvalidReservation as exc:
-        raise UnprocessableContent(str(exc)) from exc
-    except BudgetUnavailable as exc:
-        raise ServiceUnavailable(
-            "Token budgets cannot be settled right now (Redis unavailable).", retry_after=1
-        ) from exc
-    return UsageSettlementResult(settled=settled)
+class UsageSettlementEndpoint:
+    """``USAGE_SETTLEMENT_PATH`` as an ASGI app (see the module docstring); ``api`` is the
+    gateway's FastAPI app, whose state, middleware and exception handlers it uses."""
+
+    def __init__(self, api: FastAPI) -> None:
+        self.api = api
+        self.inner: ASGIApp | None = None  # built on first use, once every middleware is in
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.inner is None:
+            self.inner = user_middleware_around(self.api, self._serve)
+        scope["app"] = self.api  # as Starlette sets it (the exception handlers' request)
+        scope["route"] = _Route  # metrics label it with the route, as before
+        with server_span(scope, USAGE_SETTLEMENT_PATH, send) as traced_send:
+            await self.inner(scope, receive, traced_send)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            if scope["method"] != "POST":
+                raise HTTPException(405, headers={"Allow": "POST"})
+            result = await self._settle(scope, receive)
+        except ClientDisconnected:
+            return  # nobody to answer; nothing was settled
+        except Exception as exc:  # rendered as FastAPI would: problem+json (500 logged)
+            await self._refuse(exc, scope, receive, send)
+            return
+        body = result.model_dump_json().encode()
+        length = (b"content-length", str(len(body)).encode())
+        await send({"type": "http.response.start", "status": 200, "headers": [_JSON, length]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _settle(self, scope: Scope, receive: Receive) -> UsageSettlementResult:
+        declared = declared_length(scope)
+        if declared is None or not 0 <= declared <= MAX_REPORT_BYTES:
+            raise PayloadTooLarge(
+                f"A usage report is a JSON body of at most {MAX_REPORT_BYTES} bytes with a "
+                "Content-Length."
+            )
+        try:
+            async with asyncio.timeout(REPORT_READ_TIMEOUT_S):
+                body = await read_body(receive)
+        except TimeoutError:
+            raise RequestTimeout(
+                f"The usage report did not arrive within {REPORT_READ_TIMEOUT_S:g} s."
+            ) from None
+        timestamp = signature = None
+        for name, value in scope["headers"]:
+            if name == _TIMESTAMP and timestamp is None:
+                timestamp = value.decode("latin-1")
+            elif name == _SIGNATURE and signature is None:
+                signature = value.decode("latin-1")
+        try:  # the MAC covers the raw bytes: checked before anything is parsed
+            verify_internal_call(
+                self.api.state.settings.internal_secret,
+                USAGE_SETTLEMENT_PATH,
+                body,
+                timestamp,
+                signature,
+            )
+        except InvalidInternalCall as exc:
+            raise Unauthorized(f"Internal calls only: {exc}") from exc
+        try:
+            report = UsageSettlement.model_validate_json(body)
+        except ValidationError as exc:
+            raise UnprocessableContent(
+                "Not a usage report.", errors=exc.errors(include_url=False, include_context=False)
+            ) from exc
+        budget: TokenBudget = self.api.state.token_budget
+        try:
+            settled = await budget.settle(report)
+        except InvalidReservation as exc:
+            raise UnprocessableContent(str(exc)) from exc
+        except BudgetUnavailable as exc:
+            raise ServiceUnavailable(
+                "Token budgets cannot be settled right now (Redis unavailable).", retry_after=1
+            ) from exc
+        return UsageSettlementResult(settled=settled)
+
+    async def _refuse(self, exc: Exception, scope: Scope, receive: Receive, send: Send) -> None:
+        handlers = self.api.exception_handlers
+        # the nearest handler in the exception's class hierarchy, as Starlette looks it up
+        handler = next((handlers[k] for k in type(exc).__mro__ if k in handlers), None)
+        if handler is None:  # no handler for it in this app: let the server answer 500
+            raise exc
+        response = handler(Request(scope, receive), exc)
+        if inspect.isawaitable(response):
+            response = await response
+        await response(scope, receive, send)
