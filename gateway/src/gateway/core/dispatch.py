@@ -1,11 +1,10 @@
 """The gateway's top-level ASGI app: a prefix lookup decides who serves a request.
 
 Proxied prefixes (``/auth``, ``/inference``, …) are authorized (``core/security.py``) and
-go straight to the raw proxy; the services' usage reports (``POST
-/gateway/internal/usage``, one per budgeted generation) to their raw endpoint
-(``routes/usage_settlement.py``); everything else (``/health``, ``/ready``, ``/metrics``,
-``/docs``, ``/openapi.json``) goes to the gateway's own FastAPI app. The lifespan goes to
-FastAPI, which starts the upstream clients and the authenticator.
+go straight to the raw proxy; usage reports to ``routes/usage_settlement.py`` (raw ASGI
+too); everything else (``/health``, ``/ready``, ``/metrics``, ``/docs``, ``/openapi.json``)
+goes to the gateway's own FastAPI app. The lifespan goes to FastAPI, which starts the
+upstream clients and the authenticator.
 
 Client limits are checked here, before anything else runs: oversized or too many headers
 → 431 (uvicorn's httptools parser has no limit of its own); a request body that goes
@@ -81,8 +80,7 @@ class GatewayApp:
         self.completions = completions  # deterministic completions (L1); None: off
         # streams sent ahead of their checks (core/speculation.py); None: off
         self.ahead = SendAhead(tokens, limits, limiter) if speculative and tokens else None
-        # the services' usage reports, one per budgeted generation (routes/usage_settlement.py)
-        self.settlement = settlement
+        self.settlement = settlement  # the services' usage reports (one per generation)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -120,9 +118,8 @@ class GatewayApp:
                         scope, receive, send, service, decision.identity, principal, probe
                     )
                 return
-            settlement = self.settlement
-            if kind == "http" and scope["path"] == USAGE_SETTLEMENT_PATH and settlement:
-                await settlement(scope, receive, send)
+            if kind == "http" and self.settlement and scope["path"] == USAGE_SETTLEMENT_PATH:
+                await self.settlement(scope, receive, send)
                 return
         await self.api(scope, receive, send)
 

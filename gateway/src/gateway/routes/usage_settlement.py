@@ -17,12 +17,11 @@ metrics and traces look as they did.
 """
 
 import asyncio
-import inspect
 
 from fastapi import FastAPI
 from pydantic import ValidationError
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.services.token_budget import BudgetUnavailable, InvalidReservation, TokenBudget
@@ -36,6 +35,7 @@ from switchboard_common import (
 from switchboard_common.app import user_middleware_around
 from switchboard_common.asgi_body import ClientDisconnected, read_body
 from switchboard_common.body_limit import declared_length
+from switchboard_common.exception_handlers import respond_with_app_handler
 from switchboard_common.internal_calls import (
     CALL_SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -51,8 +51,6 @@ from switchboard_common.server_span import server_span
 # signature can be checked, so bound both its size and how long it may take to arrive.
 MAX_REPORT_BYTES = 4096
 REPORT_READ_TIMEOUT_S = 5.0
-_TIMESTAMP = TIMESTAMP_HEADER.lower().encode()
-_SIGNATURE = CALL_SIGNATURE_HEADER.lower().encode()
 _JSON = (b"content-type", b"application/json")
 
 
@@ -86,7 +84,7 @@ class UsageSettlementEndpoint:
         except ClientDisconnected:
             return  # nobody to answer; nothing was settled
         except Exception as exc:  # rendered as FastAPI would: problem+json (500 logged)
-            await self._refuse(exc, scope, receive, send)
+            await respond_with_app_handler(self.api, exc, scope, receive, send)
             return
         body = result.model_dump_json().encode()
         length = (b"content-length", str(len(body)).encode())
@@ -107,19 +105,14 @@ class UsageSettlementEndpoint:
             raise RequestTimeout(
                 f"The usage report did not arrive within {REPORT_READ_TIMEOUT_S:g} s."
             ) from None
-        timestamp = signature = None
-        for name, value in scope["headers"]:
-            if name == _TIMESTAMP and timestamp is None:
-                timestamp = value.decode("latin-1")
-            elif name == _SIGNATURE and signature is None:
-                signature = value.decode("latin-1")
+        headers = Headers(scope=scope)
         try:  # the MAC covers the raw bytes: checked before anything is parsed
             verify_internal_call(
                 self.api.state.settings.internal_secret,
                 USAGE_SETTLEMENT_PATH,
                 body,
-                timestamp,
-                signature,
+                headers.get(TIMESTAMP_HEADER),
+                headers.get(CALL_SIGNATURE_HEADER),
             )
         except InvalidInternalCall as exc:
             raise Unauthorized(f"Internal calls only: {exc}") from exc
@@ -139,14 +132,3 @@ class UsageSettlementEndpoint:
                 "Token budgets cannot be settled right now (Redis unavailable).", retry_after=1
             ) from exc
         return UsageSettlementResult(settled=settled)
-
-    async def _refuse(self, exc: Exception, scope: Scope, receive: Receive, send: Send) -> None:
-        handlers = self.api.exception_handlers
-        # the nearest handler in the exception's class hierarchy, as Starlette looks it up
-        handler = next((handlers[k] for k in type(exc).__mro__ if k in handlers), None)
-        if handler is None:  # no handler for it in this app: let the server answer 500
-            raise exc
-        response = handler(Request(scope, receive), exc)
-        if inspect.isawaitable(response):
-            response = await response
-        await response(scope, receive, send)

@@ -29,7 +29,6 @@ stream, which leaves the admission queue and closes the Ollama request.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -37,7 +36,6 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.routing import RouteContext, iter_route_contexts
 from pydantic import BaseModel, SecretStr, ValidationError
-from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from inference_service.config import Settings
@@ -52,6 +50,7 @@ from switchboard_common.app import user_middleware_around
 from switchboard_common.asgi_body import ClientDisconnected, read_body, replay_body
 from switchboard_common.body_limit import declared_length
 from switchboard_common.disconnect import DisconnectWatch
+from switchboard_common.exception_handlers import respond_with_app_handler
 from switchboard_common.identity import verify_identity
 from switchboard_common.server_span import server_span
 
@@ -213,19 +212,12 @@ class FastStreamPath:
                 await sse_out.event("error", error_problem(exc))
                 await sse_out.finish()
             elif isinstance(exc, ProblemError):  # before any output: a status code
-                await self._problem(exc, scope, receive, send)
+                await respond_with_app_handler(self.service_app, exc, scope, receive, send)
             else:
                 raise
             return
         sse_out.stop_watching()
         await sse_out.finish()
-
-    async def _problem(self, exc: ProblemError, scope: Scope, receive: Receive, send: Send) -> None:
-        handler = self.service_app.exception_handlers[ProblemError]
-        response = handler(Request(scope, receive), exc)
-        if inspect.isawaitable(response):
-            response = await response
-        await response(scope, receive, send)
 
 
 class _SseResponse:

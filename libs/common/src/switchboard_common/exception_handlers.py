@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import Any
 
@@ -17,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
 
 from switchboard_common.problems import (
     PROBLEM_CONTENT_TYPE,
@@ -92,3 +94,19 @@ def install_exception_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_exception)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unhandled)
+
+
+async def respond_with_app_handler(
+    app: FastAPI, exc: Exception, scope: Scope, receive: Receive, send: Send
+) -> None:
+    """Answer ``exc`` from raw ASGI code as ``app`` would from a route: with the nearest
+    handler in the exception's class hierarchy (as Starlette looks it up); re-raised when
+    the app has none."""
+    handlers = app.exception_handlers
+    handler = next((handlers[k] for k in type(exc).__mro__ if k in handlers), None)
+    if handler is None:
+        raise exc
+    response = handler(Request(scope, receive), exc)
+    if inspect.isawaitable(response):
+        response = await response
+    await response(scope, receive, send)
