@@ -224,3 +224,40 @@ def test_untraced_redis_client_bypasses_the_instrumentation(redis_url: str) -> N
     finally:
         instrumentor.uninstrument()
     assert untraced == traced == [b"v", b"v", [b"v", 1]]
+
+
+# --- the last-resort 500 ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("traced", [True, False])
+async def test_unexpected_proxy_error_is_a_500_that_quotes_the_trace(
+    monkeypatch: pytest.MonkeyPatch, traced: bool
+) -> None:
+    """A bug on the proxy path: a 500 problem without internals that carries the request
+    id and, when the proxy span was open, its trace (the client's, continued)."""
+    from gateway.config import Settings
+    from gateway.main import create_app
+
+    gateway = create_app(
+        Settings(public_paths="/memory/*", trace_proxy=traced, memory_url="http://127.0.0.1:9")
+    )
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug with internals: /secret/path")
+
+    monkeypatch.setattr(gateway.http_proxy.exchanger, "exchange", broken)
+    transport = httpx.ASGITransport(app=gateway)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+        resp = await client.get(
+            "/memory/x",
+            headers={"traceparent": f"00-{TRACE}-{CALLER}-01", "x-request-id": "bug-1"},
+        )
+    assert resp.status_code == 500
+    assert resp.headers["content-type"] == "application/problem+json"
+    problem = resp.json()
+    assert problem["request_id"] == "bug-1" == resp.headers["x-request-id"]
+    assert "secret" not in resp.text
+    if traced:
+        assert problem["trace_id"] == TRACE
+    else:  # no span was opened: nothing recorded to quote
+        assert problem["trace_id"] is None

@@ -26,7 +26,7 @@ from gateway.core.completion_cache import deterministic_document
 from gateway.core.limits import LimitPolicy
 from gateway.core.priority import PriorityPolicy
 from gateway.core.refusals import CHECK_FAILED, body_timeout, refuse, refuse_http, refuse_websocket
-from gateway.core.responses import send_problem
+from gateway.core.responses import send_unexpected_error
 from gateway.core.route_table import RouteTable
 from gateway.core.security import Authenticator, Decision
 from gateway.core.speculation import AdmissionRefused, HeldSend, SendAhead, with_rate
@@ -383,13 +383,7 @@ class GatewayApp:
             logger.exception("proxy error for %s %s", scope["method"], scope["path"])
             if started:
                 raise
-            await send_problem(
-                send,
-                500,
-                "The gateway hit an unexpected error. Quote the request_id when reporting.",
-                instance=scope["path"],
-                request_id=scope.get("switchboard.request_id"),
-            )
+            await send_unexpected_error(scope, send)
         else:
             if capture is not None and completion is not None and self.completions is not None:
                 await self.completions.keep(completion, capture)  # after the last byte went out

@@ -17,6 +17,19 @@ async def send_problem(send: Send, status: int, detail: str, **kwargs: object) -
     return status
 
 
+async def send_unexpected_error(scope: Scope, send: Send) -> int:
+    """The last-resort 500 of a proxied request (a bug, not an upstream's answer), with the
+    request id and, when the proxy had opened its span, the trace to look the error up by."""
+    return await send_problem(
+        send,
+        500,
+        "The gateway hit an unexpected error. Quote the request_id when reporting.",
+        instance=scope["path"],
+        request_id=scope.get("switchboard.request_id"),
+        trace_id=scope.get("switchboard.trace_id"),  # services/http_proxy.py sets it
+    )
+
+
 async def deny_websocket(
     scope: Scope, send: Send, status: int, detail: str, **kwargs: object
 ) -> None:

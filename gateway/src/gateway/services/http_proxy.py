@@ -135,6 +135,10 @@ class HttpProxy:
         except AdmissionRefused as refused:
             status = refused.decision.status  # sent ahead, then refused: the dispatcher answers
             raise
+        except Exception:
+            # a bug: the dispatcher's last-resort 500 quotes this span's trace
+            scope["switchboard.trace_id"] = span_trace_id(span)
+            raise
         finally:
             metrics.in_flight.dec()
             metrics.latency.observe(time.perf_counter() - started)
