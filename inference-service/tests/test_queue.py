@@ -328,14 +328,14 @@ async def test_a_release_wakes_only_waiters_that_can_be_admitted(make_queue: Mak
     queue = make_queue(poll_interval_s=5.0)
     await queue.start()
     polls = 0
-    real_poll = queue._call_poll
+    real_poll = queue.calls.poll
 
     async def counting_poll(*args: Any) -> tuple[int, int]:
         nonlocal polls
         polls += 1
         return await real_poll(*args)
 
-    queue._call_poll = counting_poll  # type: ignore[method-assign]
+    queue.calls.poll = counting_poll  # type: ignore[method-assign]
     holder = await held(queue)
     order: list[int] = []
 

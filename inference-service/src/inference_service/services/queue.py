@@ -24,10 +24,11 @@ Algorithm (docs/queue.md#algorithm has it whole; the Lua side is in ``queue_scri
    :class:`QueueWaitTimeout`.
 4. **Leave.** Exiting the context, however it exits, runs ``ABANDON`` in a shielded task.
 
-The Lua calls (enqueue, poll, renew, release) go over :class:`~switchboard_common.lean_redis.
-LeanRedis` when the lifespan provides one: the enqueue is on every generation's path to its
-first token, and redis-py's per-call cost there was ~0.25 ms of a ~0.35 ms round trip. They
-then make no Redis client spans; the wait itself is one ``inference.admission`` span.
+The Lua calls (``queue_calls.py``: enqueue, poll, renew, release) go over
+:class:`~switchboard_common.lean_redis.LeanRedis` when the lifespan provides one: the
+enqueue is on every generation's path to its first token, and redis-py's per-call cost
+there was ~0.25 ms of a ~0.35 ms round trip. They then make no Redis client spans; the
+wait itself is one ``inference.admission`` span.
 
 Redis errors fail closed: :class:`QueueUnavailable` (503) rather than unbounded load on
 Ollama. A lease renewal that fails is logged and retried; the lease expires if Redis stays
@@ -53,8 +54,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from inference_service.core.deferred import Deferred
-from inference_service.services import queue_scripts as lua
 from inference_service.services.admission import AdmissionEntry
+from inference_service.services.queue_calls import QueueCalls
 from inference_service.services.queue_lane import AdmissionSpan, Lane, QueueEntry
 from inference_service.services.queue_metrics import queue_metrics
 from inference_service.services.queue_models import (
@@ -69,15 +70,11 @@ from inference_service.services.queue_models import (
     QueueWaitTimeout,
 )
 from inference_service.services.queue_notify import ReleaseNotifier
-from switchboard_common.lean_redis import Arg, LeanRedis, LeanScript, Script
+from switchboard_common.lean_redis import LeanRedis
 
 logger = logging.getLogger(__name__)
 
 PositionCallback = Callable[[int], Awaitable[None]]
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 class RedisAdmissionQueue:
@@ -92,10 +89,9 @@ class RedisAdmissionQueue:
     ) -> None:
         self.redis = redis
         self.settings = settings or QueueSettings()
-        prefix = self.settings.key_prefix
-        self.registry_key = f"{prefix}:queues"
-        self.channel = f"{prefix}:released"
+        self.channel = f"{self.settings.key_prefix}:released"
         self.notifier = ReleaseNotifier(redis, self.channel)
+        self.calls = QueueCalls(redis, self.settings, self.channel, lean)
         self.replica = f"{socket.gethostname()}:{os.getpid()}"
         # holder ids: this process's random prefix + a counter (unique like a uuid4 per
         # request, without its urandom call on the first token's path); the random part
@@ -103,15 +99,7 @@ class RedisAdmissionQueue:
         self._holder_prefix = f"{self.replica}:{uuid.uuid4().hex[:16]}:"
         self._serials = itertools.count(1)
         self._lanes: dict[tuple[str, str], Lane] = {}
-        script: Callable[[str], Script] = redis.register_script if lean is None else lean.script
-        self._enqueue = script(lua.ENQUEUE)
-        # enter() writes its call at once, which only the lean client can do
-        self._enqueue_now = self._enqueue if isinstance(self._enqueue, LeanScript) else None
-        self._poll = script(lua.POLL)
-        self._abandon = script(lua.ABANDON)
-        self._renew = script(lua.RENEW)
-        self._snapshot = redis.register_script(lua.SNAPSHOT)
-        self._known: set[str] = set()
+        self._known: set[str] = set()  # queues registered by this process
         self._background: set[asyncio.Task[None]] = set()  # releases in flight
         self._renewers: set[asyncio.Task[None]] = set()
         self.metrics = queue_metrics()
@@ -132,7 +120,7 @@ class RedisAdmissionQueue:
         beside the request's remaining work. None when it cannot go out at once (no lean
         client, the queue's first use in this process, no idle connection): ``admit``
         then sends it itself. An entry ``admit`` never takes must be :meth:`abandon`-ed."""
-        lean = self._enqueue_now
+        lean = self.calls.enqueue_now
         if lean is None or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
             return None
         lane = self._lane(backend, model)
@@ -151,7 +139,7 @@ class RedisAdmissionQueue:
             lane,
             priority,
             holder_id,
-            self._enqueue_args(lane, priority, holder_id, ""),
+            self.calls.enqueue_args(lane, priority, holder_id, ""),
             None,
             time.monotonic(),
             time.time_ns(),
@@ -245,7 +233,7 @@ class RedisAdmissionQueue:
         try:
             if entry.pending is None:  # not sent ahead by enter(): send it now
                 await self._register(keys)
-            status, position, score = await self._entered(entry)
+            status, position, score = await self.calls.entered(entry)
             if status < 0:
                 self.metrics.rejected.labels(backend, "full").inc()
                 raise QueueFull(
@@ -279,10 +267,10 @@ class RedisAdmissionQueue:
                 ):
                     continue  # position - 1 waiters are still ahead: no slot for us yet
                 seen, last_poll = releases, time.monotonic()
-                status, position = await self._call_poll(lane, priority, holder_id)
+                status, position = await self.calls.poll(lane, priority, holder_id)
                 if status == -2:  # purged (heartbeat lapsed): rejoin at the same place
-                    args = self._enqueue_args(lane, priority, holder_id, score)
-                    status, position, _ = await self._call_enqueue(lane, args)
+                    args = self.calls.enqueue_args(lane, priority, holder_id, score)
+                    status, position, _ = await self.calls.enqueue(lane, args)
         except BaseException as exc:
             span.mark_end()
             waiting.flush()
@@ -297,76 +285,21 @@ class RedisAdmissionQueue:
 
     async def _register(self, keys: QueueKeys) -> None:
         if keys.name not in self._known:
-            await self._redis_call(self.redis.sadd(self.registry_key, keys.name))
+            await self.calls.register(keys)
             self._known.add(keys.name)
-
-    async def _call_enqueue(self, lane: Lane, args: list[Arg]) -> tuple[int, int, str]:
-        status, position, new_score = await self._redis_call(self._enqueue(lane.redis_keys, args))
-        return int(status), int(position), _text(new_score)
-
-    async def _entered(self, entry: QueueEntry) -> tuple[int, int, str]:
-        """The outcome of ``entry``'s enqueue call: the one :meth:`enter` sent, else sent now."""
-        if entry.pending is None:
-            return await self._call_enqueue(entry.lane, entry.args)
-        assert self._enqueue_now is not None  # only enter() sends ahead, over the lean client
-        call = self._enqueue_now.reply(entry.pending, entry.lane.redis_keys, entry.args)
-        status, position, new_score = await self._redis_call(call)
-        return int(status), int(position), _text(new_score)
-
-    def _enqueue_args(self, lane: Lane, priority: int, holder_id: str, score: str) -> list[Arg]:
-        s = self.settings
-        return [
-            holder_id,
-            priority,
-            int(s.aging_s * 1_000_000),
-            int(s.waiter_ttl_s * 1000),
-            s.max_waiting_for(priority),
-            lane.capacity,
-            int(s.lease_s * 1000),
-            self.channel,
-            lane.keys.name,
-            score,
-        ]
-
-    async def _call_poll(self, lane: Lane, priority: int, holder_id: str) -> tuple[int, int]:
-        s = self.settings
-        keys = lane.keys
-        args: list[str | int] = [
-            holder_id,
-            priority,
-            int(s.waiter_ttl_s * 1000),
-            lane.capacity,
-            int(s.lease_s * 1000),
-            self.channel,
-            keys.name,
-        ]
-        status, position = await self._redis_call(self._poll(lane.redis_keys, args))
-        return int(status), int(position)
-
-    async def _redis_call(self, call: Awaitable[Any]) -> Any:
-        try:
-            return await call
-        except RedisError as exc:
-            raise QueueUnavailable(
-                "The inference admission queue is unavailable (Redis); retry later.",
-                retry_after=self.settings.retry_after_s,
-            ) from exc
 
     # -- holding and leaving ----------------------------------------------------------------
 
     async def _keep_lease(self, lane: Lane, holder_id: str) -> None:
-        s = self.settings
-        keys, capacity = lane.keys, lane.capacity
+        keys = lane.keys
         while True:
-            await asyncio.sleep(s.lease_s / 3)
+            await asyncio.sleep(self.settings.lease_s / 3)
             try:
-                status = await self._renew(
-                    [keys.holders], [holder_id, int(s.lease_s * 1000), capacity]
-                )
+                status = await self.calls.renew(lane, holder_id)
             except RedisError as exc:
                 logger.warning("queue lease renewal failed for %s: %s", keys.name, exc)
                 continue
-            if int(status) != 1:  # 2: re-taken, 0: lost and the slots are full
+            if status != 1:  # 2: re-taken, 0: lost and the slots are full
                 self.metrics.lease_lost.labels(keys.backend).inc()
                 logger.warning(
                     "queue lease %s on %s had expired (%s)", holder_id, keys.name, status
@@ -379,10 +312,7 @@ class RedisAdmissionQueue:
 
     async def _abandon_quietly(self, keys: QueueKeys, priority: int, holder_id: str) -> None:
         try:
-            await self._abandon(
-                [keys.holders, keys.wait, keys.heartbeats[priority]],
-                [holder_id, self.channel, keys.name],
-            )
+            await self.calls.abandon(keys, priority, holder_id)
         except RedisError as exc:
             logger.warning("queue release of %s failed (lease will expire): %s", keys.name, exc)
         self.notifier.wake(keys.name, count=False)
@@ -400,14 +330,11 @@ class RedisAdmissionQueue:
 
     async def snapshot(self) -> QueueSnapshot:
         """Slots in use / capacity and live waiters per priority, for every known queue."""
-        names = sorted(
-            _text(n) for n in await self._redis_call(self.redis.smembers(self.registry_key))
-        )
         queues: list[QueueKeySnapshot] = []
-        for name in names:
+        for name in await self.calls.queue_names():
             backend, _, model = name.partition("|")
             keys = QueueKeys(self.settings.key_prefix, backend, model)
-            counts = [int(c) for c in await self._redis_call(self._snapshot(keys.all))]
+            counts = await self.calls.counts(keys)
             capacity = self.settings.capacity(backend, model)
             queues.append(QueueKeySnapshot.from_counts(backend, model, capacity, counts))
         return QueueSnapshot(queues=queues)
