@@ -6,7 +6,10 @@ same budget."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import secrets
 import time
 
 import httpx
@@ -16,8 +19,9 @@ import websockets
 from pydantic import SecretStr
 from websockets.sync.client import connect as ws_connect
 
+from gateway.services.token_budget import Reservation
 from inference_service.services.token_settlement import REPORTS, SettlementReporter
-from switchboard_common.internal_calls import UsageSettlement
+from switchboard_common.internal_calls import USAGE_SETTLEMENT_PATH, UsageSettlement
 from switchboard_devtools.cluster import GATEWAY, ClusterPlan
 from switchboard_devtools.ports import free_port
 from tests.fixtures.cluster import TPM_TEST_LIMIT
@@ -368,3 +372,106 @@ async def test_reporter_drops_rather_than_piles_up() -> None:
     disabled = SettlementReporter("", SecretStr("s"))
     disabled.submit(report)  # INFERENCE_GATEWAY_URL empty: nothing queued, nothing sent
     assert not disabled.enabled and disabled._queue.empty()
+
+
+# --- reports queued together go as one batch -----------------------------------------------
+
+
+def settlement_posts(gateway: str) -> float:
+    """How many usage reports (single or batch) the gateway answered with 200."""
+    metrics = httpx.get(gateway + "/metrics", timeout=5).text
+    for line in metrics.splitlines():
+        if (
+            line.startswith("switchboard_http_requests_total")
+            and f'route="{USAGE_SETTLEMENT_PATH}"' in line
+            and 'status="200"' in line
+        ):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_reports_queued_together_reach_the_gateway_as_one_batch(
+    cluster: ClusterPlan, budget_store: redis.Redis, second_gateway: str
+) -> None:
+    """40 reports queued at once: one signed POST to a real gateway settles them all (the
+    budget holds their sum); sent again, they are duplicates and charge nothing."""
+    user_id = secrets.token_hex(4)
+    secret = cluster.internal_secret
+    reports = [
+        UsageSettlement(
+            reservation=Reservation(secrets.token_urlsafe(9), 60_000, f"u:{user_id}").seal(
+                secret.encode()
+            ),
+            prompt_tokens=2,
+            completion_tokens=3,
+        )
+        for _ in range(40)
+    ]
+    posts = settlement_posts(second_gateway)  # this test's reporter is its only caller
+    sent = REPORTS.labels("sent")._value.get()
+    reporter = SettlementReporter(second_gateway, SecretStr(secret), workers=1)
+    try:
+        for report in reports:
+            reporter.submit(report)
+        await reporter.drain(timeout_s=10)
+        assert used_tokens(budget_store, user_id) == 40 * 5
+        assert settlement_posts(second_gateway) - posts == 1
+        assert REPORTS.labels("sent")._value.get() - sent == 40
+        for report in reports[:10]:  # replayed: duplicates, nothing more is charged
+            reporter.submit(report)
+        await reporter.drain(timeout_s=10)
+        assert used_tokens(budget_store, user_id) == 40 * 5
+        assert settlement_posts(second_gateway) - posts == 2
+        assert reporter.batches
+    finally:
+        await reporter.aclose()
+
+
+async def test_a_gateway_without_batches_gets_the_reports_one_by_one() -> None:
+    """A gateway that predates batches answers one with 422: the reporter sends those
+    reports one by one, and every later report alone."""
+    bodies: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            await serve(reader, writer)
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while head := await reader.readuntil(b"\r\n\r\n"):
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            body = await reader.readexactly(length)
+            bodies.append(body)
+            answer, status = (
+                (b'{"detail": "Not a usage report."}', b"422 Unprocessable Content")
+                if b'"reports"' in body
+                else (b'{"settled": true}', b"200 OK")
+            )
+            writer.write(
+                b"HTTP/1.1 %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+                % (status, len(answer), answer)
+            )
+            await writer.drain()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    sent = REPORTS.labels("sent")._value.get()
+    reporter = SettlementReporter(f"http://127.0.0.1:{port}", SecretStr("s"), workers=1)
+    try:
+        for seq in range(10):
+            reporter.submit(
+                UsageSettlement(reservation="r", seq=seq, prompt_tokens=1, completion_tokens=1)
+            )
+        await reporter.drain(timeout_s=10)
+        assert [b'"reports"' in b for b in bodies] == [True] + [False] * 10
+        assert not reporter.batches
+        for seq in range(10, 13):
+            reporter.submit(
+                UsageSettlement(reservation="r", seq=seq, prompt_tokens=1, completion_tokens=1)
+            )
+        await reporter.drain(timeout_s=10)
+        assert len(bodies) == 14 and not any(b'"reports"' in b for b in bodies[1:])
+        assert REPORTS.labels("sent")._value.get() - sent == 13
+    finally:
+        await reporter.aclose()
+        server.close()
+        await server.wait_closed()

@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from gateway.config import Settings
 from gateway.core.token_limits import TokenLimitPolicy
 from gateway.models.limits import Limit
+from gateway.routes.usage_settlement import MAX_REPORT_BYTES
 from gateway.services.token_budget import (
     DECISIONS,
     BudgetUnavailable,
@@ -28,9 +29,11 @@ from gateway.services.token_budget import (
 from switchboard_common import create_redis
 from switchboard_common.identity import Principal
 from switchboard_common.internal_calls import (
+    MAX_SETTLEMENT_BATCH,
     USAGE_SETTLEMENT_PATH,
     InvalidInternalCall,
     UsageSettlement,
+    UsageSettlementBatch,
     sign_internal_call,
     verify_internal_call,
 )
@@ -314,7 +317,7 @@ def test_settlement_route_takes_only_signed_reports(
     assert wrong_method.status_code == 405
     assert wrong_method.headers["allow"] == "POST"
     assert wrong_method.headers["content-type"] == "application/problem+json"
-    too_big = post(b"{" + b" " * 5000 + b"}", secret)
+    too_big = post(b"{" + b" " * MAX_REPORT_BYTES + b"}", secret)
     assert too_big.status_code == 413
     assert too_big.json()["instance"] == USAGE_SETTLEMENT_PATH
     metrics = httpx.get(url + "/metrics", timeout=5).text
@@ -326,6 +329,24 @@ def test_settlement_route_takes_only_signed_reports(
         and 'status="200"' in line
     ]
     assert counted and float(counted[0].rsplit(" ", 1)[1]) >= 4
+
+    # a batch: each report settled on its own, answered in order; a forged one spoils
+    # nothing else, and a batch that is not a list of reports is refused whole
+    fresh = UsageSettlement(
+        reservation=Reservation(secrets.token_urlsafe(9), 60_000, reservation.key).seal(
+            secret.encode()
+        ),
+        prompt_tokens=1,
+        completion_tokens=1,
+    )
+    batch = UsageSettlementBatch(reports=[fresh, report, forged, fresh])
+    answer = post(batch.model_dump_json().encode(), secret)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"results": ["settled", "duplicate", "invalid", "duplicate"]}
+    assert post(b'{"reports": []}', secret).status_code == 422
+    assert post(b'{"reports": [{"reservation": 1}]}', secret).status_code == 422
+    too_many = {"reports": [fresh.model_dump()] * (MAX_SETTLEMENT_BATCH + 1)}
+    assert post(json.dumps(too_many).encode(), secret).status_code == 422
 
 
 async def test_settlement_route_answers_503_when_budgets_are_unreachable() -> None:

@@ -8,7 +8,10 @@ reservation's estimate with the actual tokens in the caller's token budget
 through the gateway's public port gets 401 like anyone without the secret. Not in the
 public OpenAPI document: it is no client's business.
 
-It is called once per budgeted generation, so it is served as raw ASGI by the dispatcher
+The body is one report (``UsageSettlement``) or, when the service's reports queued up, a
+batch of up to 64 (``UsageSettlementBatch``, settled concurrently, answered per report).
+
+It is called once per budgeted generation (or batch), so it is served as raw ASGI by the dispatcher
 (``core/dispatch.py``) rather than through FastAPI's routing, dependency solving, response
 validation and the OpenTelemetry middleware, which were most of its cost. It still runs
 inside the app's user middleware (request ids, body limit, metrics) and a server span of
@@ -17,9 +20,10 @@ metrics and traces look as they did.
 """
 
 import asyncio
+from typing import Literal
 
 from fastapi import FastAPI
-from pydantic import ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -38,18 +42,24 @@ from switchboard_common.body_limit import declared_length
 from switchboard_common.exception_handlers import respond_with_app_handler
 from switchboard_common.internal_calls import (
     CALL_SIGNATURE_HEADER,
+    MAX_SETTLEMENT_BATCH,
     TIMESTAMP_HEADER,
     USAGE_SETTLEMENT_PATH,
     InvalidInternalCall,
     UsageSettlement,
+    UsageSettlementBatch,
+    UsageSettlementBatchResult,
     UsageSettlementResult,
     verify_internal_call,
 )
 from switchboard_common.server_span import server_span
 
-# A report is ~150 bytes. The route is on the public port and its body is read before the
-# signature can be checked, so bound both its size and how long it may take to arrive.
-MAX_REPORT_BYTES = 4096
+# A report is ~150-500 bytes. The route is on the public port and its body is read before
+# the signature can be checked, so bound both its size and how long it may take to arrive.
+MAX_REPORT_BYTES = 1024 * MAX_SETTLEMENT_BATCH
+_BODY: TypeAdapter[UsageSettlement | UsageSettlementBatch] = TypeAdapter(
+    UsageSettlement | UsageSettlementBatch
+)
 REPORT_READ_TIMEOUT_S = 5.0
 _JSON = (b"content-type", b"application/json")
 
@@ -91,7 +101,7 @@ class UsageSettlementEndpoint:
         await send({"type": "http.response.start", "status": 200, "headers": [_JSON, length]})
         await send({"type": "http.response.body", "body": body})
 
-    async def _settle(self, scope: Scope, receive: Receive) -> UsageSettlementResult:
+    async def _settle(self, scope: Scope, receive: Receive) -> BaseModel:
         declared = declared_length(scope)
         if declared is None or not 0 <= declared <= MAX_REPORT_BYTES:
             raise PayloadTooLarge(
@@ -117,18 +127,37 @@ class UsageSettlementEndpoint:
         except InvalidInternalCall as exc:
             raise Unauthorized(f"Internal calls only: {exc}") from exc
         try:
-            report = UsageSettlement.model_validate_json(body)
+            parsed = _BODY.validate_json(body)
         except ValidationError as exc:
             raise UnprocessableContent(
-                "Not a usage report.", errors=exc.errors(include_url=False, include_context=False)
+                "Not a usage report (or a batch of them).",
+                errors=exc.errors(include_url=False, include_context=False),
             ) from exc
         budget: TokenBudget = self.api.state.token_budget
         try:
-            settled = await budget.settle(report)
+            if isinstance(parsed, UsageSettlementBatch):
+                return await _settle_batch(budget, parsed.reports)
+            return UsageSettlementResult(settled=await budget.settle(parsed))
         except InvalidReservation as exc:
             raise UnprocessableContent(str(exc)) from exc
         except BudgetUnavailable as exc:
             raise ServiceUnavailable(
                 "Token budgets cannot be settled right now (Redis unavailable).", retry_after=1
             ) from exc
-        return UsageSettlementResult(settled=settled)
+
+
+async def _settle_batch(
+    budget: TokenBudget, reports: list[UsageSettlement]
+) -> UsageSettlementBatchResult:
+    """Settle every report at once; one Redis failure fails the batch (503: the sender
+    retries it whole, and the reports settled meanwhile are duplicates then)."""
+    outcomes = await asyncio.gather(*(budget.settle(r) for r in reports), return_exceptions=True)
+    results: list[Literal["settled", "duplicate", "invalid"]] = []
+    for outcome in outcomes:
+        if isinstance(outcome, InvalidReservation):
+            results.append("invalid")
+        elif isinstance(outcome, BaseException):
+            raise outcome
+        else:
+            results.append("settled" if outcome else "duplicate")
+    return UsageSettlementBatchResult(results=results)

@@ -10,7 +10,11 @@ completion_tokens}``; :class:`SettlementReporter` posts it, HMAC-signed
 
 Never in the client's way: an HTTP request's reports are queued only once its response has
 been sent (a WebSocket's as each reply ends — the connection may last for hours); a bounded
-queue and a few worker tasks send them; when the queue is full, or the gateway cannot be
+queue and a few worker tasks send them. A worker takes every report queued at that moment
+(up to 64) into one POST (``UsageSettlementBatch``): under load the gateway gets one signed
+call per batch instead of one per generation; a lone report goes alone, as before. A gateway
+that predates batches answers a batch with 422 (or 404/405); the reporter then sends its
+reports one by one from then on. When the queue is full, or the gateway cannot be
 reached after a retry, the report is dropped and counted
 (``switchboard_inference_token_budget_reports_total{outcome}``) — the gateway's estimate
 then stands until it leaves the window. Settlement is idempotent on the gateway, so a retry
@@ -37,9 +41,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from switchboard_common import HttpLimits, HttpTimeouts, create_http_client
 from switchboard_common.internal_calls import (
     MAX_RESERVATION_CHARS,
+    MAX_SETTLEMENT_BATCH,
     TOKEN_RESERVATION_HEADER,
     USAGE_SETTLEMENT_PATH,
     UsageSettlement,
+    UsageSettlementBatch,
+    UsageSettlementBatchResult,
     sign_internal_call,
 )
 from switchboard_common.lean_http import UpstreamClient, UpstreamError
@@ -123,6 +130,7 @@ class SettlementReporter:
             else None
         )
         self._last_warning = 0.0
+        self.batches = True  # False once the gateway turned a batch down (it predates them)
 
     @property
     def enabled(self) -> bool:
@@ -163,23 +171,49 @@ class SettlementReporter:
 
     async def _work(self) -> None:
         while True:
-            report = await self._queue.get()
+            reports = [await self._queue.get()]
+            while self.batches and len(reports) < MAX_SETTLEMENT_BATCH and not self._queue.empty():
+                reports.append(self._queue.get_nowait())  # what queued up meanwhile
             try:
-                REPORTS.labels("sent" if await self._post(report) else "failed").inc()
+                sent = await self._post_batch(reports) if len(reports) > 1 else None
+                if sent is None:  # a lone report, or a gateway that takes no batches
+                    sent = [await self._post(report) for report in reports]
+                for ok in sent:
+                    REPORTS.labels("sent" if ok else "failed").inc()
             except Exception:  # a worker must outlive any one report
-                REPORTS.labels("failed").inc()
+                REPORTS.labels("failed").inc(len(reports))
                 logger.exception("usage report failed")
             finally:
-                self._queue.task_done()
+                for _ in reports:
+                    self._queue.task_done()
 
-    async def _send(self, body: bytes, headers: dict[str, str]) -> int:
-        """POST one signed report; the gateway's status (transport errors raise)."""
+    async def _post_batch(self, reports: list[UsageSettlement]) -> list[bool] | None:
+        """Send ``reports`` as one batch: which the gateway took; None when it does not
+        take batches (they are then sent one by one, now and from then on)."""
+        body = UsageSettlementBatch(reports=reports).model_dump_json().encode()
+        status, answer = await self._deliver(body)
+        if status in (404, 405, 422):
+            self.batches = False
+            logger.info("the gateway takes no batched usage reports; sending them one by one")
+            return None
+        if status != 200 or answer is None:
+            return [False] * len(reports)
+        try:
+            results = UsageSettlementBatchResult.model_validate_json(answer).results
+        except ValueError:
+            self._warn("the gateway's answer to a batch of usage reports was not understood")
+            return [False] * len(reports)
+        if "invalid" in results:
+            self._warn("gateway refused a usage report: invalid reservation")
+        return [r != "invalid" for r in results] + [False] * (len(reports) - len(results))
+
+    async def _send(self, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        """POST one signed body; the gateway's status and answer (transport errors raise)."""
         if self._lean is not None:
             fields = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
-            status, _ = await self._lean.request(
+            return await self._lean.request(
                 "POST", USAGE_SETTLEMENT_PATH.encode(), fields, body, self.timeout_s
             )
-            return status
         if self._client is None:
             self._client = create_http_client(
                 self.gateway_url,
@@ -193,30 +227,34 @@ class SettlementReporter:
                     max_connections=self.workers, max_keepalive_connections=self.workers
                 ),
             )
-        return (
-            await self._client.post(USAGE_SETTLEMENT_PATH, content=body, headers=headers)
-        ).status_code
+        answer = await self._client.post(USAGE_SETTLEMENT_PATH, content=body, headers=headers)
+        return answer.status_code, answer.content
 
     async def _post(self, report: UsageSettlement) -> bool:
-        body = report.model_dump_json().encode()
-        for attempt in range(2):  # settlement is idempotent: a retry cannot double-charge
+        status, _ = await self._deliver(report.model_dump_json().encode())
+        if 400 <= status < 500:
+            self._warn(f"gateway refused a usage report: {status}")
+        return 200 <= status < 300
+
+    async def _deliver(self, body: bytes) -> tuple[int, bytes | None]:
+        """POST a signed body, retried once on a transport error or a 5xx (settlement is
+        idempotent: a retry cannot double-charge); 0 when it was never answered."""
+        failure = ""
+        for attempt in range(2):
             headers = sign_internal_call(self.secret, USAGE_SETTLEMENT_PATH, body)
             headers["content-type"] = "application/json"
             try:
-                status = await self._send(body, headers)
+                status, answer = await self._send(body, headers)
             except (httpx.HTTPError, UpstreamError, OSError) as exc:
                 failure = type(exc).__name__
             else:
                 if status < 500:
-                    if status >= 400:
-                        self._warn(f"gateway refused a usage report: {status}")
-                        return False
-                    return True
+                    return status, answer
                 failure = f"HTTP {status}"
             if attempt == 0:
                 await asyncio.sleep(self.retry_delay_s)
         self._warn(f"usage report not delivered to {self.gateway_url}: {failure}")
-        return False
+        return 0, None
 
     def _warn(self, message: str) -> None:
         now = asyncio.get_running_loop().time()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
@@ -64,6 +65,27 @@ class UsageSettlementResult(BaseModel):
     """The gateway's answer: ``settled`` false when the report was a duplicate."""
 
     settled: bool
+
+
+#: The most reports one :class:`UsageSettlementBatch` may carry.
+MAX_SETTLEMENT_BATCH = 64
+
+
+class UsageSettlementBatch(BaseModel):
+    """``POST /gateway/internal/usage`` with several reports: what the inference service
+    sends when reports queue up behind each other (one signed POST instead of one each).
+    A gateway that predates batches answers 422; the sender then posts them one by one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reports: list[UsageSettlement] = Field(min_length=1, max_length=MAX_SETTLEMENT_BATCH)
+
+
+class UsageSettlementBatchResult(BaseModel):
+    """The answer to a batch, in the reports' order: ``settled``; ``duplicate`` (settled
+    before); ``invalid`` (a reservation the gateway did not seal: the others still count)."""
+
+    results: list[Literal["settled", "duplicate", "invalid"]]
 
 
 def _secret_bytes(secret: str | SecretStr | bytes) -> bytes:
