@@ -9,7 +9,11 @@ from typing import Any
 
 import pytest
 
-from inference_service.services.admission import PositionCallback, clamp_priority
+from inference_service.services.admission import (
+    PositionCallback,
+    UnboundedAdmission,
+    clamp_priority,
+)
 from inference_service.services.backends import (
     Backend,
     BackendPool,
@@ -55,6 +59,73 @@ def test_a_probe_never_settled_lapses() -> None:
     assert breaker.state == "half-open" and breaker.allow() and not breaker.allow()
     breaker.failure()  # the late outcome of a probe still opens it
     assert breaker.state == "open"
+
+
+async def test_a_probe_talking_to_the_backend_does_not_lapse() -> None:
+    """A probe that reached the backend (a long stream) stays the only one until settled;
+    its outcome then decides."""
+    breaker = CircuitBreaker(threshold=1, cooldown_s=0.05)
+    backend = Backend(object(), breaker)  # type: ignore[arg-type]
+    pool = BackendPool([backend], refresh_s=60)
+    breaker.failure()
+    time.sleep(0.06)
+    assert breaker.allow()
+    async with pool.use(backend):  # the probe streams for longer than a cooldown
+        time.sleep(0.12)
+        assert breaker.state == "half-open" and not breaker.allow()
+    assert breaker.state == "closed" and breaker.allow()
+
+
+def test_picking_early_never_claims_the_probe() -> None:
+    """``pick_now`` (the early admission's pick, which its caller may not use) leaves a
+    half-open backend's probe to the request that will use it."""
+    breaker = CircuitBreaker(threshold=1, cooldown_s=0.05)
+    backend = Backend(object(), breaker)  # type: ignore[arg-type]
+    backend.models, backend.known = [{"name": "m:latest"}], frozenset({"m:latest"})
+    backend.fetched_at = time.monotonic()
+    pool = BackendPool([backend], refresh_s=60)
+    assert pool.pick_now("m") is backend  # closed: picked
+    breaker.failure()
+    time.sleep(0.06)
+    assert breaker.state == "half-open"
+    assert pool.pick_now("m") is None and not breaker.probing
+    assert breaker.allow()  # the probe is still there for the real pick
+
+
+async def test_a_stream_begun_early_is_the_probe_of_a_half_open_backend() -> None:
+    """``begin`` then a gate that cannot enter early (no lean Redis client, no idle
+    connection): the stream itself is the probe, succeeds and closes the breaker (it was
+    a 503 "cooling down" while ``begin`` took the probe)."""
+
+    class Stub:
+        base_url = "http://b1"
+
+        def prepare_stream(self, kind: str, body: dict[str, Any]) -> Any:
+            async def chunks() -> AsyncIterator[dict[str, Any]]:
+                yield {"message": {"content": "ok"}, "done": False}
+
+            return chunks
+
+    class Ledger:
+        async def record(self, *args: Any) -> None:
+            pass
+
+    breaker = CircuitBreaker(threshold=1, cooldown_s=0.05)
+    backend = Backend(Stub(), breaker)  # type: ignore[arg-type]
+    backend.models, backend.known = [{"name": "m:latest"}], frozenset({"m:latest"})
+    pool = BackendPool([backend], refresh_s=60)
+    service = InferenceService(pool, UnboundedAdmission(), Ledger(), 10_000)  # type: ignore[arg-type]
+    breaker.failure()
+    time.sleep(0.06)
+    backend.fetched_at = time.monotonic()  # a fresh model list: begin() gets as far as a pick
+    gen = Generation("chat", {"model": "m", "messages": [{"role": "user", "content": "hi"}]}, "u")
+    service.begin(gen)
+    try:
+        chunks = [chunk async for chunk in service.stream(gen)]
+    finally:
+        service.end(gen)
+    assert chunks == [{"message": {"content": "ok"}, "done": False}]
+    assert breaker.state == "closed"
 
 
 @pytest.mark.parametrize(

@@ -34,9 +34,11 @@ class CircuitBreaker:
     """closed → (N failures) → open → (cooldown) → half-open (one probe) → closed/open.
 
     A probe is claimed by :meth:`allow` and settled by :meth:`success` / :meth:`failure`.
-    A claim never settled (the request was refused by the queue, or its client left before
-    it reached the backend) lapses after another ``cooldown_s``, so the backend is tried
-    again rather than left half-open with no probe allowed."""
+    Once it reaches the backend (:meth:`reached`, from :meth:`BackendPool.use`) it stays
+    the one probe until it is settled, however long it streams. A claim that never reached
+    the backend (the request was refused by the queue, or its client left first) lapses
+    after another ``cooldown_s``, so the backend is tried again rather than left half-open
+    with no probe allowed."""
 
     def __init__(self, threshold: int, cooldown_s: float) -> None:
         self.threshold = threshold
@@ -44,12 +46,20 @@ class CircuitBreaker:
         self.failures = 0
         self.opened_at: float | None = None
         self.probe_at: float | None = None  # when the half-open probe was claimed
+        self.probe_reached = False  # the claimed probe is talking to the backend
 
     @property
     def probing(self) -> bool:
-        """A probe is out and has not lapsed."""
+        """A probe is out: talking to the backend, or claimed and not lapsed."""
         claimed = self.probe_at
-        return claimed is not None and time.monotonic() - claimed < self.cooldown_s
+        if claimed is None:
+            return False
+        return self.probe_reached or time.monotonic() - claimed < self.cooldown_s
+
+    def reached(self) -> None:
+        """A call is going to the backend: a claimed probe can no longer lapse."""
+        if self.probe_at is not None:
+            self.probe_reached = True
 
     @property
     def state(self) -> str:
@@ -78,12 +88,13 @@ class CircuitBreaker:
 
     def success(self) -> None:
         self.failures, self.opened_at, self.probe_at = 0, None, None
+        self.probe_reached = False
 
     def failure(self) -> None:
         self.failures += 1
         if self.probe_at is not None or self.failures >= self.threshold:
             self.opened_at = time.monotonic()
-        self.probe_at = None
+        self.probe_at, self.probe_reached = None, False
 
 
 @dataclass
@@ -180,13 +191,15 @@ class BackendPool:
         return backend
 
     def pick_now(self, model: str) -> Backend | None:
-        """What :meth:`pick` would return, without waiting: None when a model list is due
-        for a refresh or no backend can take ``model`` now (:meth:`pick` then refreshes,
-        decides and reports why)."""
+        """What :meth:`pick` would return, without waiting and among closed breakers only
+        (it never claims a half-open probe: the caller may not use what it picked): None
+        when a model list is due for a refresh or no such backend can take ``model`` now
+        (:meth:`pick` then refreshes, decides and reports why)."""
         usable = [b for b in self.backends if b.breaker.state != "open"]
         if any(self._stale(b) for b in usable):
             return None
-        return _least_busy_allowed([b for b in usable if b.has(model)])
+        closed = [b for b in usable if b.breaker.state == "closed" and b.has(model)]
+        return _least_busy_allowed(closed)
 
     def _raise_unavailable_model(
         self, model: str, reachable: list[Backend], exclude: frozenset[str]
@@ -254,6 +267,7 @@ class BackendPool:
     async def use(self, backend: Backend) -> AsyncIterator[Backend]:
         """Track one call: unavailability counts against the breaker, anything else heals."""
         backend.in_flight += 1
+        backend.breaker.reached()
         try:
             yield backend
         except OllamaUnavailable:
