@@ -12,6 +12,7 @@ S1  time to first token, gateway+inference vs the simulator directly      target
     plus inter-chunk fidelity (no batching) and queue overhead at saturation
 M1  the same Python work right after 10 ms idle ÷ back to back (reported: how much a
     woken process slows down on this machine, which S1's added time depends on)
+U1  gateway CPU per token-budget usage report, one per POST ÷ 16 per batched POST (reported)
 G1 G2 G3 C1 R1  the Gateway issue's rows: see benchmarks/gateway_bench.py
 
 `--only G1,R1` (via `make bench BENCH_ARGS="--only G1,R1"`) measures just those rows.
@@ -31,12 +32,13 @@ from benchmarks import gateway_bench
 from benchmarks.gateway_bench import TraefikFront
 from benchmarks.inference_bench import TOKEN_MS, S1Result, run_s1
 from benchmarks.machine import ColdStart, cold_start
+from benchmarks.settlement_bench import BATCH, U1Result, run_u1
 from benchmarks.stack import ARGON2, BenchStack, new_stack
 from benchmarks.table import Row, failed, print_table
 from benchmarks.wrk import WrkResult, ensure_wrk, median, run_wrk
 
 PATH = "/ping"
-ROWS = ("F1", "F2", "A1", "A2", "S1", "M1", "G1", "G2", "G3", "C1", "R1")
+ROWS = ("F1", "F2", "A1", "A2", "S1", "M1", "U1", "G1", "G2", "G3", "C1", "R1")
 
 
 def measure(
@@ -97,6 +99,14 @@ def m1_row(m1: ColdStart) -> Row:
         f"M1 same work after {m1.idle_s * 1000:.0f} ms idle ÷ back to back "
         f"({m1.warm_us:.0f} → {m1.cold_us:.0f} µs)",
         f"{m1.factor:.1f}x",
+    )
+
+
+def u1_row(u1: U1Result) -> Row:
+    return Row(
+        f"U1 gateway CPU per usage report, alone ÷ {BATCH} per POST "
+        f"({u1.single_ms:.3f} → {u1.batched_ms:.3f} ms)",
+        f"{u1.factor:.1f}x",
     )
 
 
@@ -187,6 +197,8 @@ def main() -> int:
                        stack.service_headers())
             )  # fmt: skip
             rows += s1_rows(s1)
+        if "U1" in wanted:
+            rows.append(u1_row(run_u1(stack, args.rounds + 1)))
         if m1 is not None:
             rows.append(m1_row(m1))
     finally:

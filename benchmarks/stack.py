@@ -224,6 +224,11 @@ class BenchStack:
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
 
+    def pid_of(self, name: str) -> int:
+        """The pid of the stack's process called ``name`` (e.g. ``gateway-stream``)."""
+        (proc,) = [p for p in self.processes if p.name == name]
+        return proc.pid
+
     def stop(self) -> None:
         for proc in reversed(self.processes):
             proc.stop()
