@@ -86,6 +86,9 @@ def s1_rows(s1: S1Result) -> list[Row]:
             added <= 3),
         Row("   of which the inference service alone (no gateway)",
             f"{s1.service_added_ms:+.2f}ms"),
+        Row("   a bare proxy hop + inference (the floor of one Python HTTP hop)",
+            f"{s1.bare_added_ms:+.2f}ms"),
+        Row("   the gateway's features beyond that bare hop", f"{s1.over_bare_ms:+.2f}ms"),
         Row(f"   inter-chunk gap (sim emits every {TOKEN_MS} ms), mean ± sd",
             f"{s1.gap_mean_ms:.1f}±{s1.gap_stdev_ms:.1f}"),
         Row(f"   chunks batched together ({s1.chunks} gaps)", str(s1.batched), "0",
@@ -193,8 +196,8 @@ def main() -> int:
             rows += gateway_bench.r1_rows(r1)
         if "S1" in wanted:
             s1 = asyncio.run(
-                run_s1(stack.sim, stack.stream_gateway, stack.inference, stack.auth_headers,
-                       stack.service_headers())
+                run_s1(stack.sim, stack.stream_gateway, stack.inference, stack.bare_proxy,
+                       stack.auth_headers, stack.service_headers())
             )  # fmt: skip
             rows += s1_rows(s1)
         if "U1" in wanted:

@@ -48,6 +48,7 @@ class BenchStack:
     sim: str = ""
     inference: str = ""
     stream_gateway: str = ""  # a second gateway whose /inference goes to the real service
+    bare_proxy: str = ""  # S1's floor: a proxy doing nothing else, in front of inference
     full_gateways: list[str] = field(default_factory=list)  # authenticated+limited+traced
     otlp_sink: str = ""
     redis: str = ""
@@ -113,6 +114,11 @@ class BenchStack:
         self.sim = f"http://127.0.0.1:{sim_port}"
         self.inference = f"http://127.0.0.1:{inf_port}"
         self.stream_gateway = f"http://127.0.0.1:{gw2_port}"
+        bare_port = free_port()
+        self.bare_proxy = f"http://127.0.0.1:{bare_port}"
+        self._spawn("bare-proxy", [py, "-m", "benchmarks.bare_proxy", "--port", str(bare_port)],
+                    {"BARE_PROXY_UPSTREAM": f"127.0.0.1:{inf_port}"},
+                    self.bare_proxy + "/ready")  # fmt: skip
         self._spawn("ollama-sim", [py, "-m", "ollama_sim", "--port", str(sim_port)], {},
                     self.sim + "/api/version")  # fmt: skip
         self._spawn(
