@@ -2,23 +2,25 @@
 
 The inference service reports every budgeted generation's usage to the gateway
 (``POST /gateway/internal/usage``); reports that queue up go as one signed batch
-(docs/rate-limits.md). This row posts the same number of fresh reports to the stream
-gateway both ways — ``REPORTS`` single POSTs, then ``REPORTS / BATCH`` batches — in
-alternating rounds, and reads the gateway process's CPU time (``/proc``) around each
-half. The ratio is what batching saves the gateway per report under load.
+(docs/rate-limits.md). This row gets one real reservation from ``gateway-full-a`` (a chat
+it budgets and forwards to the bench upstream, which echoes the reservation), then posts
+the same number of reports against it (each its own ``seq``, so each is settled, as a
+WebSocket's generations are) both ways — ``REPORTS`` single POSTs, then
+``REPORTS / BATCH`` batches — in alternating rounds, and reads the gateway process's CPU
+time (``/proc``) around each half. The ratio is what batching saves the gateway per
+report under load.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
-import secrets
 import statistics
 from dataclasses import dataclass
 
 import httpx
 
 from benchmarks.stack import BenchStack
-from gateway.services.token_budget import Reservation
 from switchboard_common.internal_calls import (
     USAGE_SETTLEMENT_PATH,
     UsageSettlement,
@@ -47,17 +49,31 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _report(secret: str) -> UsageSettlement:
-    sealed = Reservation(secrets.token_urlsafe(9), 60_000, "u:bench-u1").seal(secret.encode())
-    return UsageSettlement(reservation=sealed, prompt_tokens=3, completion_tokens=4)
+def reservation(client: httpx.Client, gateway: str, headers: dict[str, str]) -> str:
+    """A token reservation ``gateway`` made for a chat it forwarded to the bench upstream."""
+    chat = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": False}
+    answer = client.post(gateway + "/inference/chat", json=chat, headers=headers)
+    answer.raise_for_status()
+    value = answer.json().get("reservation")
+    if not value:
+        raise RuntimeError("U1: the gateway forwarded no token reservation")
+    return str(value)
 
 
 def run_u1(stack: BenchStack, rounds: int = 3) -> U1Result:
-    pid = stack.pid_of("gateway-stream")
-    url = stack.stream_gateway + USAGE_SETTLEMENT_PATH
+    gateway = stack.full_gateways[0]
+    pid = stack.pid_of("gateway-full-a")
+    url = gateway + USAGE_SETTLEMENT_PATH
     single: list[float] = []
     batched: list[float] = []
     with httpx.Client(timeout=10) as client:
+        sealed = reservation(client, gateway, stack.auth_headers)
+        seqs = itertools.count(1)  # seq 0 settles the chat's own estimate; the rest charge
+
+        def report() -> UsageSettlement:
+            return UsageSettlement(
+                reservation=sealed, seq=next(seqs), prompt_tokens=3, completion_tokens=4
+            )
 
         def post_all(bodies: list[bytes]) -> float:
             before = process_cpu_s(pid)
@@ -66,12 +82,17 @@ def run_u1(stack: BenchStack, rounds: int = 3) -> U1Result:
                 answer = client.post(url, content=body, headers=headers)
                 if answer.status_code != 200:
                     raise RuntimeError(f"U1: the gateway answered {answer.status_code}")
+                outcome = answer.json()
+                if outcome.get("settled") is not True and set(outcome.get("results", [])) != {
+                    "settled"
+                }:  # a duplicate takes a cheaper path: it would flatter the row
+                    raise RuntimeError(f"U1: not every report was settled: {outcome}")
             return (process_cpu_s(pid) - before) * 1000 / REPORTS
 
         for _ in range(rounds):
-            ones = [_report(stack.secret).model_dump_json().encode() for _ in range(REPORTS)]
+            ones = [report().model_dump_json().encode() for _ in range(REPORTS)]
             batches = [
-                UsageSettlementBatch(reports=[_report(stack.secret) for _ in range(BATCH)])
+                UsageSettlementBatch(reports=[report() for _ in range(BATCH)])
                 .model_dump_json()
                 .encode()
                 for _ in range(REPORTS // BATCH)

@@ -167,6 +167,8 @@ class BenchStack:
             "GATEWAY_REVOCATION_REDIS_URL": self.redis + "/0",
             "GATEWAY_REDIS_URL": self.redis + "/4",  # the replicas' one shared window
             "GATEWAY_RATE_LIMITS": FULL_RATE_LIMITS,
+            # token budgets apply to generation POSTs only (U1 makes one); G1-G3 are GETs
+            "GATEWAY_TOKEN_LIMITS": "default=1000000000/minute",
             "GATEWAY_FORWARD_AUTH_ENABLED": "true",
             "GATEWAY_TRACE_PROXY": "true",
             "OTEL_EXPORTER_OTLP_ENDPOINT": self.otlp_sink,
