@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -20,7 +21,7 @@ from inference_service.services.backends import (
     CircuitBreaker,
     normalize_model,
 )
-from inference_service.services.errors import ModelNotFound
+from inference_service.services.errors import ModelNotFound, OllamaBadRequest, OllamaUnavailable
 from inference_service.services.inference import Generation, InferenceService
 from inference_service.services.json_completion import JsonCompleter
 from inference_service.services.ollama import OllamaClient, RetryPolicy
@@ -319,3 +320,72 @@ def test_streams_use_the_lean_client_only_where_it_reaches_the_same_url(
     client = OllamaClient(create_http_client(url))
     assert (client.lean is not None) is lean
     client.close()
+
+
+# --- non-streamed generations over the lean client ---------------------------------------
+
+
+@pytest.fixture
+def lean_only(unit_sim: SimHandle) -> Iterator[OllamaClient]:
+    """An OllamaClient whose httpx client fails if used: every call below must go over the
+    lean client."""
+    client = OllamaClient(create_http_client(unit_sim.url), RetryPolicy(retries=2, base_s=0.01))
+
+    async def unused(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("went through httpx")
+
+    client.http.send = unused  # type: ignore[method-assign]
+    unit_sim.reset()
+    yield client
+    client.close()
+    unit_sim.reset()
+
+
+async def test_non_streamed_generations_take_the_lean_client(lean_only: OllamaClient) -> None:
+    chat = {"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]}
+    answer = await lean_only.chat({**chat, "options": {"num_predict": 4}})
+    assert answer["done"] is True and answer["message"]["role"] == "assistant"
+    assert answer["eval_count"] == 4
+    generated = await lean_only.generate({"model": "llama3.2", "prompt": "hi", "stream": True})
+    assert generated["done"] is True and generated["response"]  # "stream" forced off
+    embedded = await lean_only.embed({"model": "nomic-embed-text", "input": ["a b", "c"]})
+    assert len(embedded["embeddings"]) == 2
+
+
+async def test_lean_non_streamed_errors_translate_as_before(
+    lean_only: OllamaClient, unit_sim: SimHandle
+) -> None:
+    with pytest.raises(ModelNotFound):
+        await lean_only.chat({"model": "no-such-model", "messages": []})
+    unit_sim.config(fail_mode="error_500", fail_count=2)  # retried before the answer
+    answer = await lean_only.generate({"model": "llama3.2", "prompt": "hi"})
+    assert answer["done"] is True
+    unit_sim.config(fail_mode="error_500", fail_count=-1)
+    with pytest.raises(OllamaUnavailable):
+        await lean_only.generate({"model": "llama3.2", "prompt": "hi"})
+    unit_sim.config(fail_mode="none")
+    with pytest.raises(OllamaBadRequest):
+        await lean_only.chat({"model": "llama3.2", "messages": "not a list"})
+
+
+async def test_a_cancelled_non_streamed_call_cancels_the_generation(
+    lean_only: OllamaClient, unit_sim: SimHandle
+) -> None:
+    unit_sim.config(token_delay_ms=50)
+    call = asyncio.create_task(
+        lean_only.chat(
+            {
+                "model": "llama3.2",
+                "messages": [{"role": "user", "content": "hi"}],
+                "options": {"num_predict": 40},
+            }
+        )
+    )
+    await asyncio.sleep(0.3)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    deadline = time.monotonic() + 3
+    while unit_sim.stats()["cancelled"] != 1:
+        assert time.monotonic() < deadline, unit_sim.stats()
+        await asyncio.sleep(0.02)

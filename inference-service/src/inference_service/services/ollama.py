@@ -16,7 +16,6 @@ generator's ``finally``, so Ollama sees the disconnect and cancels the generatio
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from functools import partial
@@ -32,12 +31,16 @@ from tenacity import (
 )
 
 from inference_service.services.errors import (
-    OllamaError,
     OllamaUnavailable,
     UpstreamStreamError,
     raise_for_answer,
 )
-from inference_service.services.ollama_stream import LeanNdjsonClient, error_message, parse_line
+from inference_service.services.ollama_stream import (
+    LeanNdjsonClient,
+    error_message,
+    json_answer,
+    parse_line,
+)
 
 JsonDict = dict[str, Any]
 StreamKind = Literal["chat", "generate"]
@@ -157,15 +160,14 @@ class OllamaClient:
             raise OllamaUnavailable("The model backend dropped the connection.") from exc
         finally:
             await response.aclose()
-        if not raw:
-            return {}
-        try:
-            data = json.loads(raw)
-        except ValueError as exc:
-            raise OllamaError("The model backend sent a malformed answer.") from exc
-        if isinstance(data, dict) and "error" in data:
-            raise OllamaUnavailable(f"The model failed: {data['error']}")
-        return data if isinstance(data, dict) else {"value": data}
+        return json_answer(raw)
+
+    async def _post_json(self, path: str, body: JsonDict) -> JsonDict:
+        """A generation's non-streamed POST: over the lean client when it reaches the
+        backend (as streams are), else httpx; the same retries, errors and span."""
+        if self.lean is not None:
+            return await self.lean.post_json(path, body)
+        return await self._json("POST", path, body)
 
     def _stream(self, path: str, body: JsonDict) -> AsyncIterator[JsonDict]:
         if self.lean is not None:
@@ -214,10 +216,10 @@ class OllamaClient:
     # --- inference ------------------------------------------------------------------------
 
     async def chat(self, body: JsonDict) -> JsonDict:
-        return await self._json("POST", "/api/chat", {**body, "stream": False})
+        return await self._post_json("/api/chat", {**body, "stream": False})
 
     async def generate(self, body: JsonDict) -> JsonDict:
-        return await self._json("POST", "/api/generate", {**body, "stream": False})
+        return await self._post_json("/api/generate", {**body, "stream": False})
 
     def stream_chat(self, body: JsonDict) -> AsyncIterator[JsonDict]:
         return self._stream("/api/chat", body)
@@ -235,4 +237,4 @@ class OllamaClient:
         return partial(self._httpx_stream, path, body)
 
     async def embed(self, body: JsonDict) -> JsonDict:
-        return await self._json("POST", "/api/embed", body)
+        return await self._post_json("/api/embed", body)

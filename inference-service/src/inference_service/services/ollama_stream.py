@@ -1,8 +1,10 @@
-"""Ollama NDJSON streams over the lean HTTP/1.1 client (:mod:`switchboard_common.lean_http`).
+"""Ollama generations over the lean HTTP/1.1 client (:mod:`switchboard_common.lean_http`):
+NDJSON streams, and the non-streamed JSON POSTs (chat, generate, embed: :meth:`post_json`).
 
 Every streamed generation is one of these calls, so their cost is in every stream's time to
 first token. Through httpx (with its OpenTelemetry hook) a streamed request cost ~1 ms more
-than the backend itself before the first chunk; this client writes the request in one
+than the backend itself before the first chunk, and a non-streamed one ~2 ms more CPU,
+which bounded the service's throughput under load; this client writes the request in one
 ``transport.write``, parses the answer with httptools' C parser and keeps connections alive
 per backend (docs/benchmarks.md, S1).
 
@@ -75,6 +77,20 @@ def error_message(body: bytes) -> str:
     return str(data)[:200]
 
 
+def json_answer(raw: bytes) -> JsonDict:
+    """A non-streamed answer's JSON object (``{}`` for no body); ``{"error": …}`` in it is
+    :class:`OllamaUnavailable`, a body that is not JSON :class:`OllamaError`."""
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise OllamaError("The model backend sent a malformed answer.") from exc
+    if isinstance(data, dict) and "error" in data:
+        raise OllamaUnavailable(f"The model failed: {data['error']}")
+    return data if isinstance(data, dict) else {"value": data}
+
+
 def parse_line(line: bytes | str) -> JsonDict | None:
     """One NDJSON line → its chunk (None for a blank line); an ``error`` line or a malformed
     one raises :class:`UpstreamStreamError`."""
@@ -107,6 +123,9 @@ class PreparedPost:
 
 _TAIL = (
     b"content-type: application/json\r\naccept: application/x-ndjson\r\ncontent-length: %d\r\n\r\n"
+)
+_JSON_TAIL = (
+    b"content-type: application/json\r\naccept: application/json\r\ncontent-length: %d\r\n\r\n"
 )
 
 
@@ -166,16 +185,49 @@ class LeanNdjsonClient:
             )
         return known
 
-    async def send(self, prepared: PreparedPost) -> AsyncIterator[JsonDict]:
-        """The chunks of a prepared call; its client span starts here."""
-        path, model, payload = prepared.path, prepared.model, prepared.payload
-        start, attributes = self._head_start(path)
-        span = start_child_span(f"POST {path}", attributes, kind=KIND_CLIENT)
+    def _begin(self, prepared: PreparedPost) -> tuple[LeanSpan, bytes]:
+        """The call's client span, and its request head (with the span's ``traceparent``)."""
+        start, attributes = self._head_start(prepared.path)
+        span = start_child_span(f"POST {prepared.path}", attributes, kind=KIND_CLIENT)
         carrier = propagation_headers(span)
         head = b"".join(
             [start, *(b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in carrier.items())]
         )
-        head += prepared.tail
+        return span, head + prepared.tail
+
+    async def post_json(self, path: str, body: JsonDict) -> JsonDict:
+        """``POST path`` with ``body`` as it is (a non-streamed call): the answer's JSON.
+        Retried and translated like a stream before its first chunk; a connection lost
+        while the answer arrives is :class:`OllamaUnavailable`. A caller that is cancelled
+        (its client left) closes the connection, so Ollama cancels the generation."""
+        model = body.get("model") if isinstance(body.get("model"), str) else None
+        payload = json.dumps(body, separators=(",", ":")).encode()
+        span, head = self._begin(PreparedPost(path, model, payload, _JSON_TAIL % len(payload)))
+        conn: UpstreamConnection | None = None
+        response: UpstreamResponse | None = None
+        try:
+            conn, response = await self._open(head, payload)
+            span.set_attribute("http.response.status_code", response.status)
+            if response.status >= 400:
+                raise_for_answer(response.status, await _message(response), model)
+            try:
+                raw = await response.read(self.read_timeout_s)
+            except UpstreamError as exc:
+                raise OllamaUnavailable("The model backend dropped the connection.") from exc
+            return json_answer(raw)
+        except OllamaError as exc:
+            _record_error(span, exc)
+            raise
+        finally:
+            if conn is not None and response is not None:
+                self.client.release(conn, response)  # closed unless complete
+            span.end()
+
+    async def send(self, prepared: PreparedPost) -> AsyncIterator[JsonDict]:
+        """The chunks of a prepared call; its client span starts here."""
+        model = prepared.model
+        span, head = self._begin(prepared)
+        payload = prepared.payload
         conn: UpstreamConnection | None = None
         response: UpstreamResponse | None = None
         try:
