@@ -26,6 +26,7 @@ from inference_service.services.ollama_stream import LeanNdjsonClient
 from inference_service.services.queue import RedisAdmissionQueue
 from inference_service.services.queue_lane import AdmissionSpan
 from inference_service.services.queue_models import QueueSettings
+from inference_service.services.usage import UsageLedger, today, usage_key
 from switchboard_common import create_http_client
 from switchboard_common import server_span as server_span_module
 from switchboard_common.lean_redis import LeanRedis
@@ -340,3 +341,39 @@ async def test_backend_has_reads_the_fetched_list_and_forgets_it_on_a_failed_fet
     finally:
         await http.aclose()
         await dead.aclose()
+
+
+async def test_the_ledger_writes_the_same_counts_over_either_client(
+    redis: Redis, redis_url: str
+) -> None:
+    """One generation's counts: the lean client's Lua call and redis-py's pipeline leave the
+    same hash, cached hits counted apart, with the retention as its expiry."""
+    lean = LeanRedis(redis_url)
+    try:
+        for user, ledger in (
+            ("lean", UsageLedger(redis, retention_days=2, lean=lean)),
+            ("pipe", UsageLedger(redis, retention_days=2)),
+        ):
+            await ledger.record(user, "llama3.2", 5, 7)
+            await ledger.add(user, "llama3.2", 1, 2, cached=True)
+            await ledger.record(user, "qwen", 3, 0)
+        lean_key, pipe_key = usage_key("lean", today()), usage_key("pipe", today())
+        assert (
+            await redis.hgetall(lean_key)
+            == await redis.hgetall(pipe_key)
+            == {
+                b"llama3.2|prompt": b"6",
+                b"llama3.2|completion": b"9",
+                b"llama3.2|requests": b"2",
+                b"llama3.2|cached_requests": b"1",
+                b"qwen|prompt": b"3",
+                b"qwen|completion": b"0",
+                b"qwen|requests": b"1",
+            }
+        )
+        for key in (lean_key, pipe_key):
+            assert 2 * 86400 - 5 < await redis.ttl(key) <= 2 * 86400
+        report = await UsageLedger(redis).report("lean", 1)
+        assert report["totals"]["llama3.2"]["completion_tokens"] == 9
+    finally:
+        lean.close()

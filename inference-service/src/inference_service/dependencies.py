@@ -54,8 +54,9 @@ async def get_admission(request: Request) -> AdmissionGate:
 AdmissionDep = Annotated[AdmissionGate, Depends(get_admission)]
 
 
-async def get_ledger(redis: RedisDep, settings: SettingsDep) -> UsageLedger:
-    return UsageLedger(redis, settings.usage_retention_days)
+async def get_ledger(request: Request) -> UsageLedger:
+    ledger: UsageLedger = request.app.state.usage_ledger
+    return ledger
 
 
 LedgerDep = Annotated[UsageLedger, Depends(get_ledger)]
@@ -64,7 +65,7 @@ LedgerDep = Annotated[UsageLedger, Depends(get_ledger)]
 def inference_for(app: FastAPI) -> InferenceService:
     """An ``InferenceService`` over the app's pool, current admission gate and Redis."""
     settings: Settings = app.state.settings
-    ledger = UsageLedger(app.state.redis, settings.usage_retention_days)
+    ledger: UsageLedger = app.state.usage_ledger
     cache = (
         ResponseCache(app.state.redis, settings.cache_ttl_s, settings.cache_max_bytes)
         if settings.cache_enabled

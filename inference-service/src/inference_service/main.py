@@ -19,6 +19,7 @@ from inference_service.services.token_settlement import (
     SettlementReporter,
     TokenReservationMiddleware,
 )
+from inference_service.services.usage import UsageLedger
 from switchboard_common import HttpTimeouts, create_http_client, create_service_app, managed_redis
 from switchboard_common.app import wrap_middleware_stack
 from switchboard_common.lean_redis import LeanRedis
@@ -61,6 +62,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if LeanRedis.supports(settings.redis_url):
             lean = LeanRedis(settings.redis_url, timeout_s=settings.redis_timeout_s)
             stack.callback(lean.close)
+        app.state.usage_ledger = UsageLedger(redis, settings.usage_retention_days, lean=lean)
         admission = RedisAdmissionQueue(redis, QueueSettings(), lean=lean)
         await admission.start()
         stack.push_async_callback(admission.aclose)

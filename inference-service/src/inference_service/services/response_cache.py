@@ -34,7 +34,7 @@ from redis.exceptions import RedisError
 
 from inference_service.services.backends import BackendPool, normalize_model
 from inference_service.services.token_settlement import charge_reserved_usage
-from inference_service.services.usage import UsageLedger, today, usage_key
+from inference_service.services.usage import UsageLedger
 
 logger = logging.getLogger("inference.cache")
 
@@ -304,14 +304,7 @@ class ResponseCache:
         CACHED_TOKENS.labels(model, "prompt").inc(prompt)
         CACHED_TOKENS.labels(model, "completion").inc(completion)
         charge_reserved_usage(prompt, completion)  # the caller got them: they count
-        key = usage_key(user, today())
         try:
-            async with ledger.redis.pipeline(transaction=True) as pipe:
-                pipe.hincrby(key, f"{model}|prompt", prompt)
-                pipe.hincrby(key, f"{model}|completion", completion)
-                pipe.hincrby(key, f"{model}|requests", 1)
-                pipe.hincrby(key, f"{model}|cached_requests", 1)
-                pipe.expire(key, ledger.retention_s)
-                await pipe.execute()
+            await ledger.add(user, model, prompt, completion, cached=True)
         except RedisError:
             logger.warning("usage of a cached answer not recorded", exc_info=True)

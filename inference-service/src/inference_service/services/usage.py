@@ -5,7 +5,10 @@ Redis layout (keys owned by this service, prefix ``inference:``)::
     inference:usage:{user}:{YYYY-MM-DD}   hash  "{model}|prompt" / "{model}|completion" /
                                                 "{model}|requests" → integers (UTC days)
 
-Each hash expires after ``usage_retention_days``.
+Each hash expires after ``usage_retention_days``. A generation's counts go in as one atomic
+Lua call (:data:`RECORD`) over the lean Redis client when the service has one — every
+generation writes here, and redis-py's traced pipeline cost ~0.6 ms of CPU per write — else
+as a redis-py ``MULTI`` pipeline doing the same.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from prometheus_client import Counter
 from redis.asyncio import Redis
 
 from inference_service.services.token_settlement import charge_reserved_usage
+from switchboard_common.lean_redis import LeanRedis
 
 KEY_PREFIX = "inference:usage:"
 
@@ -33,6 +37,20 @@ REQUESTS = Counter(
 )
 
 
+#: KEYS[1] the user's day; ARGV model, prompt, completion, retention s, cached (1/0).
+RECORD = """
+local model = ARGV[1]
+redis.call('HINCRBY', KEYS[1], model .. '|prompt', ARGV[2])
+redis.call('HINCRBY', KEYS[1], model .. '|completion', ARGV[3])
+redis.call('HINCRBY', KEYS[1], model .. '|requests', 1)
+if ARGV[5] == '1' then
+    redis.call('HINCRBY', KEYS[1], model .. '|cached_requests', 1)
+end
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
+
+
 def today() -> dt.date:
     return dt.datetime.now(dt.UTC).date()
 
@@ -44,9 +62,12 @@ def usage_key(user: str, day: dt.date) -> str:
 class UsageLedger:
     """Records and reads a user's token usage."""
 
-    def __init__(self, redis: Redis, retention_days: int = 90) -> None:
+    def __init__(
+        self, redis: Redis, retention_days: int = 90, *, lean: LeanRedis | None = None
+    ) -> None:
         self.redis = redis
         self.retention_s = retention_days * 86400
+        self._record = None if lean is None else lean.script(RECORD)
 
     async def record(self, user: str, model: str, prompt: int, completion: int) -> None:
         """Add one completion's counts (also to metrics, the current span, and the gateway's
@@ -59,11 +80,23 @@ class UsageLedger:
         span.set_attribute("gen_ai.request.model", model)
         span.set_attribute("gen_ai.usage.input_tokens", prompt)
         span.set_attribute("gen_ai.usage.output_tokens", completion)
+        await self.add(user, model, prompt, completion)
+
+    async def add(
+        self, user: str, model: str, prompt: int, completion: int, *, cached: bool = False
+    ) -> None:
+        """Write one generation's counts to today's hash (``cached``: it was a cache hit,
+        counted in ``cached_requests`` too); raises ``RedisError``."""
         key = usage_key(user, today())
+        if self._record is not None:
+            await self._record([key], [model, prompt, completion, self.retention_s, int(cached)])
+            return
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hincrby(key, f"{model}|prompt", prompt)
             pipe.hincrby(key, f"{model}|completion", completion)
             pipe.hincrby(key, f"{model}|requests", 1)
+            if cached:
+                pipe.hincrby(key, f"{model}|cached_requests", 1)
             pipe.expire(key, self.retention_s)
             await pipe.execute()
 
