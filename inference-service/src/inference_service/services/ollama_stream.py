@@ -206,10 +206,7 @@ class LeanNdjsonClient:
         conn: UpstreamConnection | None = None
         response: UpstreamResponse | None = None
         try:
-            conn, response = await self._open(head, payload)
-            span.set_attribute("http.response.status_code", response.status)
-            if response.status >= 400:
-                raise_for_answer(response.status, await _message(response), model)
+            conn, response = await self._answered(span, head, payload, model)
             try:
                 raw = await response.read(self.read_timeout_s)
             except UpstreamError as exc:
@@ -231,11 +228,7 @@ class LeanNdjsonClient:
         conn: UpstreamConnection | None = None
         response: UpstreamResponse | None = None
         try:
-            conn, response = await self._open(head, payload)
-            span.set_attribute("http.response.status_code", response.status)
-            if response.status >= 400:
-                message = await _message(response)
-                raise_for_answer(response.status, message, model)
+            conn, response = await self._answered(span, head, payload, model)
             pending = b""
             async for piece in response.iter_body(self.read_timeout_s):
                 pending += piece
@@ -260,6 +253,19 @@ class LeanNdjsonClient:
             if conn is not None and response is not None:
                 self.client.release(conn, response)  # closed unless complete: Ollama cancels
             span.end()
+
+    async def _answered(
+        self, span: LeanSpan, head: bytes, payload: bytes, model: str | None
+    ) -> tuple[UpstreamConnection, UpstreamResponse]:
+        """The call's connection and its answer with status < 400 (:meth:`_open`); a 4xx
+        answer is read, its connection released, and raised translated."""
+        conn, response = await self._open(head, payload)
+        span.set_attribute("http.response.status_code", response.status)
+        if response.status >= 400:
+            message = await _message(response)
+            self.client.release(conn, response)
+            raise_for_answer(response.status, message, model)
+        return conn, response
 
     async def _open(
         self, head: bytes, payload: bytes
