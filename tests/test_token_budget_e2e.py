@@ -429,7 +429,7 @@ async def test_reports_queued_together_reach_the_gateway_as_one_batch(
 
 async def test_a_gateway_without_batches_gets_the_reports_one_by_one() -> None:
     """A gateway that predates batches answers one with 422: the reporter sends those
-    reports one by one, and every later report alone."""
+    reports one by one, and later ones alone until ``batch_retry_s`` has passed."""
     bodies: list[bytes] = []
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -455,7 +455,9 @@ async def test_a_gateway_without_batches_gets_the_reports_one_by_one() -> None:
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     sent = REPORTS.labels("sent")._value.get()
-    reporter = SettlementReporter(f"http://127.0.0.1:{port}", SecretStr("s"), workers=1)
+    reporter = SettlementReporter(
+        f"http://127.0.0.1:{port}", SecretStr("s"), workers=1, batch_retry_s=0.5
+    )
     try:
         for seq in range(10):
             reporter.submit(
@@ -471,6 +473,15 @@ async def test_a_gateway_without_batches_gets_the_reports_one_by_one() -> None:
         await reporter.drain(timeout_s=10)
         assert len(bodies) == 14 and not any(b'"reports"' in b for b in bodies[1:])
         assert REPORTS.labels("sent")._value.get() - sent == 13
+        await asyncio.sleep(0.6)  # batch_retry_s later, a batch is tried again
+        assert reporter.batches
+        for seq in range(13, 15):
+            reporter.submit(
+                UsageSettlement(reservation="r", seq=seq, prompt_tokens=1, completion_tokens=1)
+            )
+        await reporter.drain(timeout_s=10)
+        assert [b'"reports"' in b for b in bodies[14:]] == [True, False, False]
+        assert REPORTS.labels("sent")._value.get() - sent == 15
     finally:
         await reporter.aclose()
         server.close()

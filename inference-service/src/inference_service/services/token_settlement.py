@@ -14,8 +14,9 @@ queue and a few worker tasks send them. A worker takes every report queued at th
 (up to 64) into one POST (``UsageSettlementBatch``): under load the gateway gets one signed
 call per batch instead of one per generation; a lone report goes alone, as before. A gateway
 that predates batches answers a batch with 422 (or 404/405); the reporter then sends its
-reports one by one from then on. When the queue is full, or the gateway cannot be
-reached after a retry, the report is dropped and counted
+reports one by one, and tries a batch again ``batch_retry_s`` (5 minutes) later, so a
+gateway upgraded meanwhile gets batches without a restart here. When the queue is full, or
+the gateway cannot be reached after a retry, the report is dropped and counted
 (``switchboard_inference_token_budget_reports_total{outcome}``) — the gateway's estimate
 then stands until it leaves the window. Settlement is idempotent on the gateway, so a retry
 that was in fact received twice changes nothing.
@@ -106,8 +107,10 @@ class SettlementReporter:
         workers: int = 4,
         timeout_s: float = 2.0,
         retry_delay_s: float = 0.2,
+        batch_retry_s: float = 300.0,
     ) -> None:
         self.gateway_url = gateway_url.rstrip("/")
+        self.batch_retry_s = batch_retry_s
         self.secret = secret
         self.workers = workers
         self.timeout_s = timeout_s
@@ -130,7 +133,12 @@ class SettlementReporter:
             else None
         )
         self._last_warning = 0.0
-        self.batches = True  # False once the gateway turned a batch down (it predates them)
+        self._no_batches_until = float("-inf")  # the gateway turned a batch down: not before
+
+    @property
+    def batches(self) -> bool:
+        """Whether queued reports go in batches now (see the module docstring)."""
+        return asyncio.get_running_loop().time() >= self._no_batches_until
 
     @property
     def enabled(self) -> bool:
@@ -172,7 +180,8 @@ class SettlementReporter:
     async def _work(self) -> None:
         while True:
             reports = [await self._queue.get()]
-            while self.batches and len(reports) < MAX_SETTLEMENT_BATCH and not self._queue.empty():
+            batching = self.batches
+            while batching and len(reports) < MAX_SETTLEMENT_BATCH and not self._queue.empty():
                 reports.append(self._queue.get_nowait())  # what queued up meanwhile
             try:
                 sent = await self._post_batch(reports) if len(reports) > 1 else None
@@ -189,11 +198,11 @@ class SettlementReporter:
 
     async def _post_batch(self, reports: list[UsageSettlement]) -> list[bool] | None:
         """Send ``reports`` as one batch: which the gateway took; None when it does not
-        take batches (they are then sent one by one, now and from then on)."""
+        take batches (they are then sent one by one, now and for ``batch_retry_s``)."""
         body = UsageSettlementBatch(reports=reports).model_dump_json().encode()
         status, answer = await self._deliver(body)
         if status in (404, 405, 422):
-            self.batches = False
+            self._no_batches_until = asyncio.get_running_loop().time() + self.batch_retry_s
             logger.info("the gateway takes no batched usage reports; sending them one by one")
             return None
         if status != 200 or answer is None:
