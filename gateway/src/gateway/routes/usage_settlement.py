@@ -20,7 +20,6 @@ metrics and traces look as they did.
 """
 
 import asyncio
-from typing import Literal
 
 from fastapi import FastAPI
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -46,6 +45,7 @@ from switchboard_common.internal_calls import (
     TIMESTAMP_HEADER,
     USAGE_SETTLEMENT_PATH,
     InvalidInternalCall,
+    SettlementOutcome,
     UsageSettlement,
     UsageSettlementBatch,
     UsageSettlementBatchResult,
@@ -57,10 +57,10 @@ from switchboard_common.server_span import server_span
 # A report is ~150-500 bytes. The route is on the public port and its body is read before
 # the signature can be checked, so bound both its size and how long it may take to arrive.
 MAX_REPORT_BYTES = 1024 * MAX_SETTLEMENT_BATCH
+REPORT_READ_TIMEOUT_S = 5.0
 _BODY: TypeAdapter[UsageSettlement | UsageSettlementBatch] = TypeAdapter(
     UsageSettlement | UsageSettlementBatch
 )
-REPORT_READ_TIMEOUT_S = 5.0
 _JSON = (b"content-type", b"application/json")
 
 
@@ -152,7 +152,7 @@ async def _settle_batch(
     """Settle every report at once; one Redis failure fails the batch (503: the sender
     retries it whole, and the reports settled meanwhile are duplicates then)."""
     outcomes = await asyncio.gather(*(budget.settle(r) for r in reports), return_exceptions=True)
-    results: list[Literal["settled", "duplicate", "invalid"]] = []
+    results: list[SettlementOutcome] = []
     for outcome in outcomes:
         if isinstance(outcome, InvalidReservation):
             results.append("invalid")

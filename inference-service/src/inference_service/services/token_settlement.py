@@ -206,6 +206,8 @@ class SettlementReporter:
             logger.info("the gateway takes no batched usage reports; sending them one by one")
             return None
         if status != 200 or answer is None:
+            if status:  # answered and refused (a batch never answered was warned about)
+                self._warn(f"gateway refused a batch of usage reports: {status}")
             return [False] * len(reports)
         try:
             results = UsageSettlementBatchResult.model_validate_json(answer).results

@@ -69,6 +69,8 @@ class UsageSettlementResult(BaseModel):
 
 #: The most reports one :class:`UsageSettlementBatch` may carry.
 MAX_SETTLEMENT_BATCH = 64
+#: What became of one report of a batch (:class:`UsageSettlementBatchResult`).
+SettlementOutcome = Literal["settled", "duplicate", "invalid"]
 
 
 class UsageSettlementBatch(BaseModel):
@@ -85,7 +87,7 @@ class UsageSettlementBatchResult(BaseModel):
     """The answer to a batch, in the reports' order: ``settled``; ``duplicate`` (settled
     before); ``invalid`` (a reservation the gateway did not seal: the others still count)."""
 
-    results: list[Literal["settled", "duplicate", "invalid"]]
+    results: list[SettlementOutcome]
 
 
 def _secret_bytes(secret: str | SecretStr | bytes) -> bytes:
