@@ -46,7 +46,7 @@ def wait_for_used(store: redis.Redis, user_id: str, expected: int, timeout_s: fl
 
 def usage_total(gateway: str, user: Login) -> int:
     report = httpx.get(gateway + "/inference/usage", headers=user.headers, timeout=10).json()
-    model = report["totals"].get(MODEL + ":latest") or report["totals"].get(MODEL) or {}
+    model = report["totals"].get(MODEL + ":latest") or {}
     return int(model.get("prompt_tokens", 0)) + int(model.get("completion_tokens", 0))
 
 

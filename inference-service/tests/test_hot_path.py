@@ -354,26 +354,29 @@ async def test_the_ledger_writes_the_same_counts_over_either_client(
             ("lean", UsageLedger(redis, retention_days=2, lean=lean)),
             ("pipe", UsageLedger(redis, retention_days=2)),
         ):
-            await ledger.record(user, "llama3.2", 5, 7)
-            await ledger.add(user, "llama3.2", 1, 2, cached=True)
+            await ledger.record(user, "llama3.2", 5, 7)  # both spellings: one model, one row
+            await ledger.add(user, "llama3.2:latest", 1, 2, cached=True)
             await ledger.record(user, "qwen", 3, 0)
         lean_key, pipe_key = usage_key("lean", today()), usage_key("pipe", today())
         assert (
             await redis.hgetall(lean_key)
             == await redis.hgetall(pipe_key)
             == {
-                b"llama3.2|prompt": b"6",
-                b"llama3.2|completion": b"9",
-                b"llama3.2|requests": b"2",
-                b"llama3.2|cached_requests": b"1",
-                b"qwen|prompt": b"3",
-                b"qwen|completion": b"0",
-                b"qwen|requests": b"1",
+                b"llama3.2:latest|prompt": b"6",
+                b"llama3.2:latest|completion": b"9",
+                b"llama3.2:latest|requests": b"2",
+                b"llama3.2:latest|cached_requests": b"1",
+                b"qwen:latest|prompt": b"3",
+                b"qwen:latest|completion": b"0",
+                b"qwen:latest|requests": b"1",
             }
         )
         for key in (lean_key, pipe_key):
             assert 2 * 86400 - 5 < await redis.ttl(key) <= 2 * 86400
+        # a row written under the bare name (before names were normalized) adds up with it
+        await redis.hincrby(lean_key, "llama3.2|completion", 10)
         report = await UsageLedger(redis).report("lean", 1)
-        assert report["totals"]["llama3.2"]["completion_tokens"] == 9
+        assert report["totals"]["llama3.2:latest"]["completion_tokens"] == 19
+        assert set(report["totals"]) == {"llama3.2:latest", "qwen:latest"}
     finally:
         lean.close()

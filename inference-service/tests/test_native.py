@@ -103,7 +103,7 @@ def test_usage_ledger_equals_simulator_counts(client: httpx.Client) -> None:
     g.raise_for_status()
     report = client.get("/inference/usage").json()
     totals = report["totals"]
-    assert totals["llama3.2"] == {
+    assert totals["llama3.2:latest"] == {
         "prompt_tokens": 2 * a["prompt_tokens"],
         "completion_tokens": 2 * a["completion_tokens"],
         "requests": 2,
@@ -273,8 +273,8 @@ def test_hung_backend_is_503_without_retry(client: httpx.Client, sim: SimHandle)
 def test_token_metrics_are_exported(client: httpx.Client, stack: Stack) -> None:
     client.post("/inference/chat", json=CHAT).raise_for_status()
     text = httpx.get(stack.service.url + "/metrics").text
-    assert 'switchboard_inference_tokens_total{kind="completion",model="llama3.2"}' in text
-    assert 'switchboard_inference_tokens_total{kind="prompt",model="llama3.2"}' in text
+    assert 'switchboard_inference_tokens_total{kind="completion",model="llama3.2:latest"}' in text
+    assert 'switchboard_inference_tokens_total{kind="prompt",model="llama3.2:latest"}' in text
 
 
 def test_failed_pull_ends_with_error_event(stack: Stack, sim: SimHandle) -> None:

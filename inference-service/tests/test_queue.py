@@ -195,6 +195,21 @@ async def test_wait_timeout_is_503_and_leaves_the_queue(make_queue: MakeQueue) -
     await holder.release()
 
 
+async def test_both_spellings_of_a_model_share_its_slots(make_queue: MakeQueue) -> None:
+    """``llama3.2`` is ``llama3.2:latest`` to Ollama: one slot pool, one queue, not two."""
+    queue = make_queue(wait_timeout_s=0.3)
+    holder = await held(queue)  # holds the one slot of llama3.2:latest
+    with pytest.raises(QueueWaitTimeout):
+        async with queue.admit(B, "llama3.2", 5):
+            pass
+    snap = await queue.snapshot()
+    assert [(q.model, q.in_use) for q in snap.queues] == [("llama3.2:latest", 1)]
+    await holder.release()
+    async with queue.admit(B, "llama3.2", 5):
+        snap = await queue.snapshot()
+        assert [(q.model, q.in_use) for q in snap.queues] == [("llama3.2:latest", 1)]
+
+
 async def test_cancel_while_waiting_leaves_the_queue(make_queue: MakeQueue) -> None:
     queue = make_queue()
     holder = await held(queue)
@@ -310,6 +325,14 @@ def test_slot_map_and_per_priority_bounds(monkeypatch: pytest.MonkeyPatch) -> No
     assert (settings.max_waiting_for(0), settings.max_waiting_for(9)) == (1, 50)
     assert settings.max_waiting_for(5) == settings.max_waiting
     assert QueueSettings(slots={}).capacity("b", "m") == 4
+
+
+def test_slot_map_names_a_model_in_either_spelling(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INFERENCE_SLOTS", "llama3.2=2,b1|qwen=3")
+    settings = QueueSettings()
+    assert settings.capacity("b0", "llama3.2:latest") == settings.capacity("b0", "llama3.2") == 2
+    assert settings.capacity("b1", "qwen:latest") == settings.capacity("b1", "qwen") == 3
+    assert QueueKeys("p", "b0", "llama3.2").name == "b0|llama3.2:latest"
 
 
 async def _admit_once(

@@ -52,7 +52,7 @@ async def test_snapshot_shows_slots_and_waiters_per_priority(redis: Redis) -> No
         assert body["queues"] == [
             {
                 "backend": "b1",
-                "model": "m1",
+                "model": "m1:latest",
                 "in_use": 1,
                 "capacity": 1,
                 "waiting": 3,
@@ -62,7 +62,7 @@ async def test_snapshot_shows_slots_and_waiters_per_priority(redis: Redis) -> No
             },
             {
                 "backend": "b1",
-                "model": "m2",
+                "model": "m2:latest",
                 "in_use": 1,
                 "capacity": 4,
                 "waiting": 0,

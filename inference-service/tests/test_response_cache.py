@@ -114,7 +114,7 @@ def test_second_identical_request_is_a_hit_without_a_backend_call(
     assert second.json() == first.json()
     assert stack.sim.requests("/api/chat") == calls
     # the hit is in the ledger, counted like a miss and flagged
-    totals = client.get("/inference/usage").json()["totals"]["llama3.2"]
+    totals = client.get("/inference/usage").json()["totals"]["llama3.2:latest"]
     assert totals["requests"] == 2
     assert totals["cached_requests"] == 1
     assert totals["completion_tokens"] == 2 * first.json()["usage"]["completion_tokens"]

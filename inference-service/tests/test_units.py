@@ -15,17 +15,14 @@ from inference_service.services.admission import (
     UnboundedAdmission,
     clamp_priority,
 )
-from inference_service.services.backends import (
-    Backend,
-    BackendPool,
-    CircuitBreaker,
-    normalize_model,
-)
+from inference_service.services.backends import Backend, BackendPool, CircuitBreaker
 from inference_service.services.errors import ModelNotFound, OllamaBadRequest, OllamaUnavailable
 from inference_service.services.inference import Generation, InferenceService
 from inference_service.services.json_completion import JsonCompleter
+from inference_service.services.model_names import normalize_model
 from inference_service.services.ollama import OllamaClient, RetryPolicy
 from inference_service.services.streaming import prime, with_positions
+from inference_service.services.tokens import count_tokens
 from switchboard_common import create_http_client
 from tests.fixtures.processes import Spawn
 
@@ -245,10 +242,14 @@ async def test_every_generation_goes_through_the_gate(
     ]
     assert events[0] == ("queued", {"position": 1})
     await service.embed("u1", {"model": "nomic-embed-text", "input": "a b"}, priority=0)
+    # counting tokens runs the prompt on the backend: it waits for a slot too
+    counted = await count_tokens(service.pool, gate, "llama3.2", "a b c", None, 4)  # type: ignore[arg-type]
+    assert counted[1] is True
     assert gate.calls == [
         (unit_sim.url, "llama3.2", 7),
         (unit_sim.url, "llama3.2", 2),
         (unit_sim.url, "nomic-embed-text", 0),
+        (unit_sim.url, "llama3.2", 4),
     ]
     assert ledger.records == [
         ("u1", "llama3.2", 1, 24),

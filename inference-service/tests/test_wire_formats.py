@@ -197,7 +197,7 @@ def test_api_usage_recorded(stack: Stack, headers: dict[str, str], oll: ollama.C
     oll.chat(model="llama3.2", messages=MESSAGES)
     list(oll.chat(model="llama3.2", messages=MESSAGES, stream=True))
     report = httpx.get(stack.service.url + "/inference/usage", headers=headers).json()
-    assert report["totals"]["llama3.2"] == {
+    assert report["totals"]["llama3.2:latest"] == {
         "prompt_tokens": 12,
         "completion_tokens": 48,
         "requests": 2,

@@ -10,6 +10,7 @@ from fastapi.responses import StreamingResponse
 
 from inference_service.core.sse import SSE_HEADERS, chunk_text, native_events, sse_stream, usage_of
 from inference_service.dependencies import (
+    AdmissionDep,
     HeaderPriority,
     InferenceDep,
     InferenceUser,
@@ -128,10 +129,16 @@ async def embed(
     responses=ERRORS,
 )
 async def tokens_count(
-    body: TokenCountRequest, _: InferenceUser, pool: PoolDep
+    body: TokenCountRequest,
+    _: InferenceUser,
+    pool: PoolDep,
+    admission: AdmissionDep,
+    priority: HeaderPriority,
 ) -> TokenCountResponse:
     messages = None if body.messages is None else [m.model_dump() for m in body.messages]
-    tokens, exact, method = await count_tokens(pool, body.model, body.text, messages)
+    tokens, exact, method = await count_tokens(
+        pool, admission, body.model, body.text, messages, priority_of(None, priority)
+    )
     return TokenCountResponse(model=body.model, tokens=tokens, exact=exact, method=method)
 
 

@@ -22,12 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inference_service.services.errors import BackendNotFound, ModelNotFound, OllamaUnavailable
+from inference_service.services.model_names import normalize_model
 from inference_service.services.ollama import OllamaClient
-
-
-def normalize_model(name: str) -> str:
-    """``llama3.2`` → ``llama3.2:latest`` (Ollama's rule: a missing tag means latest)."""
-    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
 
 
 class CircuitBreaker:

@@ -6,8 +6,9 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from inference_service.services.backends import BackendPool, normalize_model
+from inference_service.services.backends import BackendPool
 from inference_service.services.errors import ModelNotFound, OllamaUnavailable
+from inference_service.services.model_names import normalize_model
 
 JsonDict = dict[str, Any]
 

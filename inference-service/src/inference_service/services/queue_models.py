@@ -19,6 +19,7 @@ from typing import Annotated, Any
 from pydantic import AliasChoices, BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from inference_service.services.model_names import normalize_model
 from switchboard_common.problems import ServiceUnavailable
 
 MIN_PRIORITY, MAX_PRIORITY = 0, 9
@@ -40,6 +41,14 @@ def parse_int_map(value: Any) -> Any:
             raise ValueError(f"expected NAME=COUNT, got {item!r}")
         result[name.strip()] = int(count)
     return result
+
+
+def _slot_key(name: str) -> str:
+    """A slot map key with its model name normalized: ``*``, ``model`` or ``backend|model``."""
+    if name == "*":
+        return name
+    backend, sep, model = name.rpartition("|")
+    return f"{backend}{sep}{normalize_model(model)}"
 
 
 class QueueSettings(BaseSettings):
@@ -113,7 +122,10 @@ class QueueSettings(BaseSettings):
     @field_validator("slots", mode="before")
     @classmethod
     def _parse_slots(cls, value: Any) -> Any:
-        return parse_int_map(value)
+        parsed = parse_int_map(value)
+        if isinstance(parsed, dict):  # 'llama3.2=2' is the slot count of llama3.2:latest
+            return {_slot_key(str(name)): count for name, count in parsed.items()}
+        return parsed
 
     @field_validator("max_waiting_by_priority", mode="before")
     @classmethod
@@ -124,7 +136,9 @@ class QueueSettings(BaseSettings):
         return parsed
 
     def capacity(self, backend: str, model: str) -> int:
-        """Slots for ``backend|model``: exact key, then model, then ``*``, then the default."""
+        """Slots for ``backend|model``: exact key, then model, then ``*``, then the default
+        (``model`` in either spelling: ``llama3.2`` is ``llama3.2:latest``)."""
+        model = normalize_model(model)
         for name in (f"{backend}|{model}", model, "*"):
             if name in self.slots:
                 return max(1, self.slots[name])
@@ -138,6 +152,7 @@ class QueueKeys:
     """Redis names of one backend+model queue (one Cluster hash slot)."""
 
     def __init__(self, prefix: str, backend: str, model: str) -> None:
+        model = normalize_model(model)  # one queue per model, whichever spelling asked
         if "|" in backend or "{" in backend + model or "}" in backend + model:
             raise ValueError("backend and model must not contain '|', '{' or '}'")
         self.backend, self.model = backend, model

@@ -32,7 +32,8 @@ from prometheus_client import Counter
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from inference_service.services.backends import BackendPool, normalize_model
+from inference_service.services.backends import BackendPool
+from inference_service.services.model_names import normalize_model
 from inference_service.services.token_settlement import charge_reserved_usage
 from inference_service.services.usage import UsageLedger
 

@@ -11,7 +11,9 @@ Method (documented in docs/inference.md):
   reports fewer tokens than the text has words), an estimate is returned with
   ``exact: false``: one token per word run or punctuation mark.
 
-Counting costs one generated token and is not recorded in the usage ledger.
+Counting costs a prompt evaluation and one generated token on the backend, so it waits
+for a slot in the admission queue like any generation (at the caller's priority); it is
+not recorded in the usage ledger.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from inference_service.services.admission import AdmissionGate
 from inference_service.services.backends import BackendPool
 from inference_service.services.errors import OllamaBadRequest
 
@@ -31,16 +34,22 @@ def estimate_tokens(text: str) -> int:
 
 
 async def count_tokens(
-    pool: BackendPool, model: str, text: str | None, messages: list[dict[str, Any]] | None
+    pool: BackendPool,
+    admission: AdmissionGate,
+    model: str,
+    text: str | None,
+    messages: list[dict[str, Any]] | None,
+    priority: int,
 ) -> tuple[int, bool, str]:
-    """``(tokens, exact, method)`` for ``text`` or ``messages`` under ``model``."""
+    """``(tokens, exact, method)`` for ``text`` or ``messages`` under ``model``; the
+    backend call holds an admission slot of ``backend|model`` at ``priority``."""
     joined = text if text is not None else "\n".join(m["content"] for m in messages or [])
     estimate = estimate_tokens(joined)
     if not joined.strip():
         return 0, True, "empty"
     backend = await pool.pick(model)
     options = {"num_predict": 1}
-    async with pool.use(backend):
+    async with admission.admit(backend.name, model, priority, None), pool.use(backend):
         try:
             if text is not None:
                 body = {"model": model, "prompt": text, "raw": True, "options": options}

@@ -20,6 +20,7 @@ from opentelemetry import trace
 from prometheus_client import Counter
 from redis.asyncio import Redis
 
+from inference_service.services.model_names import normalize_model
 from inference_service.services.token_settlement import charge_reserved_usage
 from switchboard_common.lean_redis import LeanRedis
 
@@ -73,11 +74,12 @@ class UsageLedger:
         """Add one completion's counts (also to metrics, the current span, and the gateway's
         token budget when the request carries a reservation)."""
         charge_reserved_usage(prompt, completion)
+        span = trace.get_current_span()
+        span.set_attribute("gen_ai.request.model", model)  # as asked; counted normalized
+        model = normalize_model(model)
         TOKENS.labels(model, "prompt").inc(prompt)
         TOKENS.labels(model, "completion").inc(completion)
         REQUESTS.labels(model).inc()
-        span = trace.get_current_span()
-        span.set_attribute("gen_ai.request.model", model)
         span.set_attribute("gen_ai.usage.input_tokens", prompt)
         span.set_attribute("gen_ai.usage.output_tokens", completion)
         await self.add(user, model, prompt, completion)
@@ -86,7 +88,9 @@ class UsageLedger:
         self, user: str, model: str, prompt: int, completion: int, *, cached: bool = False
     ) -> None:
         """Write one generation's counts to today's hash (``cached``: it was a cache hit,
-        counted in ``cached_requests`` too); raises ``RedisError``."""
+        counted in ``cached_requests`` too); raises ``RedisError``. One row per model,
+        whichever spelling asked (``llama3.2`` is ``llama3.2:latest``)."""
+        model = normalize_model(model)
         key = usage_key(user, today())
         if self._record is not None:
             await self._record([key], [model, prompt, completion, self.retention_s, int(cached)])
@@ -116,6 +120,7 @@ class UsageLedger:
             for raw_field, raw_value in row.items():
                 name = raw_field.decode() if isinstance(raw_field, bytes) else str(raw_field)
                 model, _, kind = name.rpartition("|")
+                model = normalize_model(model)  # rows written before names were normalized
                 field = {"prompt": "prompt_tokens", "completion": "completion_tokens"}.get(
                     kind, kind
                 )
