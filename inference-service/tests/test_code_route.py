@@ -10,6 +10,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from inference_service.config import Settings
 from inference_service.routes.code import router
 from inference_service.services.code_analysis import NO_BACKEND_ERROR
 from switchboard_common import ServiceSettings, create_service_app
@@ -37,12 +38,6 @@ class FakeReviewBackend:
     ) -> str:
         self.models.append(model)
         return self.answer
-
-
-class CodeSettings(ServiceSettings):
-    """Settings of a service that defines the size limit (what main.py's Settings may add)."""
-
-    code_max_bytes: int = 64
 
 
 def build_app(settings: ServiceSettings | None = None, backend: Any = None) -> FastAPI:
@@ -98,8 +93,9 @@ async def test_oversized_code_is_a_413_problem(client: httpx.AsyncClient) -> Non
     assert at_limit.status_code == 200
 
 
-async def test_limit_comes_from_settings_when_defined() -> None:
-    app = build_app(CodeSettings(service_name="inference"))
+async def test_limit_comes_from_inference_code_max_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INFERENCE_CODE_MAX_BYTES", "64")
+    app = build_app(Settings())
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://i") as c:
         response = await analyze(c, {"code": "x" * 65})
     assert response.status_code == 413

@@ -82,6 +82,12 @@ class Settings(ServiceSettings):
         ge=1,
         description="Largest prompt/messages/input text accepted (UTF-8 bytes); more is 413.",
     )
+    code_max_bytes: int = Field(
+        default=200 * 1024,
+        ge=1,
+        le=8 * 1024 * 1024,
+        description="Largest source accepted by POST /code/analyze (UTF-8 bytes); more is 413.",
+    )
     usage_retention_days: int = Field(
         default=90, ge=1, description="Days a per-user daily usage record is kept in Redis."
     )

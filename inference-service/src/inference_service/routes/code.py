@@ -4,7 +4,7 @@ Wiring: ``main.py`` sets ``app.state.review_backend`` to any object with
 ``async complete_json(model, system, prompt, schema) -> str``
 (:class:`~inference_service.services.code_analysis.ReviewBackend`); without one, reviews
 come back null with ``review_error: "no model backend configured"``. The code size limit is
-the settings' ``code_max_bytes`` when the service's settings define it, else 200 KB.
+the settings' ``code_max_bytes`` (``INFERENCE_CODE_MAX_BYTES``, 200 KB by default).
 """
 
 from __future__ import annotations
@@ -37,11 +37,10 @@ ReviewBackendDep = Annotated[ReviewBackend | None, Depends(get_review_backend)]
 async def get_code_analysis_service(
     request: Request, backend: ReviewBackendDep
 ) -> CodeAnalysisService:
-    """The service, with the size limit from settings (``code_max_bytes``) when defined."""
+    """The service, with the size limit from settings (``code_max_bytes``; an app built
+    with plain service settings, as in some tests, gets the default)."""
     limit = getattr(request.app.state.settings, "code_max_bytes", DEFAULT_MAX_CODE_BYTES)
-    return CodeAnalysisService(
-        backend, max_code_bytes=limit if isinstance(limit, int) else DEFAULT_MAX_CODE_BYTES
-    )
+    return CodeAnalysisService(backend, max_code_bytes=limit)
 
 
 CodeAnalysisServiceDep = Annotated[CodeAnalysisService, Depends(get_code_analysis_service)]
