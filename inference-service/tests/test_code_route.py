@@ -42,7 +42,7 @@ class FakeReviewBackend:
 
 def build_app(settings: ServiceSettings | None = None, backend: Any = None) -> FastAPI:
     app = create_service_app(
-        settings or ServiceSettings(service_name="inference"), title="t", routers=[router]
+        settings or Settings(), title="t", routers=[router]
     )
     if backend is not None:
         app.state.review_backend = backend

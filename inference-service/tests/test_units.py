@@ -269,6 +269,40 @@ async def test_json_completer_is_a_review_backend(
     assert ledger.records[0][0] == "service:code-analysis"
 
 
+async def test_a_code_review_is_charged_to_its_caller_at_its_priority(
+    gate_and_service: tuple[RecordingGate, MemoryLedger, Any],
+) -> None:
+    """The code route binds the service's completer to the caller: the review waits in the
+    queue at the caller's priority and its tokens land in the caller's ledger."""
+    import httpx
+
+    from inference_service.config import Settings
+    from inference_service.routes.code import router as code_router
+    from switchboard_common import create_service_app
+    from switchboard_common.identity import (
+        IDENTITY_HEADER,
+        SIGNATURE_HEADER,
+        Principal,
+        sign_identity,
+    )
+
+    gate, ledger, build = gate_and_service
+    settings = Settings()
+    app = create_service_app(settings, title="t", routers=[code_router])
+    app.state.review_backend = JsonCompleter(build)
+    principal = Principal(sub="caller-1", username="c", scope=["inference"])
+    value, signature = sign_identity(principal, settings.internal_secret)
+    headers = {IDENTITY_HEADER: value, SIGNATURE_HEADER: signature, "X-Priority": "3"}
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://i") as client:
+        resp = await client.post(
+            "/code/analyze", json={"code": "def f():\n    return 1\n"}, headers=headers
+        )
+    assert resp.status_code == 200, resp.text
+    assert ledger.records and {r[0] for r in ledger.records} == {"caller-1"}
+    assert gate.calls and {c[2] for c in gate.calls} == {3}
+
+
 def test_no_route_dependency_runs_in_the_thread_pool() -> None:
     """FastAPI runs a plain ``def`` dependency or endpoint in a worker thread; on the
     streaming path those hops cost milliseconds of time to first token under load

@@ -3,8 +3,11 @@
 Wiring: ``main.py`` sets ``app.state.review_backend`` to any object with
 ``async complete_json(model, system, prompt, schema) -> str``
 (:class:`~inference_service.services.code_analysis.ReviewBackend`); without one, reviews
-come back null with ``review_error: "no model backend configured"``. The code size limit is
-the settings' ``code_max_bytes`` (``INFERENCE_CODE_MAX_BYTES``, 200 KB by default).
+come back null with ``review_error: "no model backend configured"``. A
+:class:`~inference_service.services.json_completion.JsonCompleter` is bound to the caller
+first: the review is queued at the caller's priority and its tokens go to the caller's
+usage ledger. The code size limit is the settings' ``code_max_bytes``
+(``INFERENCE_CODE_MAX_BYTES``, 200 KB by default).
 """
 
 from __future__ import annotations
@@ -13,21 +16,31 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 
+from inference_service.dependencies import HeaderPriority
 from inference_service.models.code import CodeAnalysis, CodeAnalysisRequest
 from inference_service.services.code_analysis import (
     DEFAULT_MAX_CODE_BYTES,
     CodeAnalysisService,
     ReviewBackend,
 )
+from inference_service.services.json_completion import JsonCompleter
 from switchboard_common import problem_responses
 from switchboard_common.identity import Principal, require_scopes
 
 router = APIRouter(prefix="/code", tags=["code"])
 
 
-async def get_review_backend(request: Request) -> ReviewBackend | None:
-    """``app.state.review_backend``, or None when the app has no model backend."""
+InferenceCaller = Annotated[Principal, require_scopes("inference")]
+
+
+async def get_review_backend(
+    request: Request, caller: InferenceCaller, priority: HeaderPriority
+) -> ReviewBackend | None:
+    """``app.state.review_backend`` (bound to the caller when it is the service's own
+    completer), or None when the app has no model backend."""
     backend: ReviewBackend | None = getattr(request.app.state, "review_backend", None)
+    if isinstance(backend, JsonCompleter):
+        return backend.for_caller(caller.sub, priority.resolve(None))
     return backend
 
 
@@ -58,7 +71,7 @@ CodeAnalysisServiceDep = Annotated[CodeAnalysisService, Depends(get_code_analysi
 )
 async def analyze_code(
     body: CodeAnalysisRequest,
-    principal: Annotated[Principal, require_scopes("inference")],
+    principal: InferenceCaller,
     service: CodeAnalysisServiceDep,
 ) -> CodeAnalysis:
     return await service.analyze(body)

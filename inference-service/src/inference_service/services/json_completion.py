@@ -3,7 +3,9 @@
 It satisfies ``code_analysis.ReviewBackend`` (``complete_json(model, system, prompt,
 schema) -> str``) and goes through the same path as every user request — backend routing,
 breaker, admission gate, usage ledger — so reviews are queued and accounted like chats.
-``main.py`` puts one on ``app.state.review_backend``.
+``main.py`` puts one on ``app.state.review_backend``; the code route binds it to the caller
+(:meth:`JsonCompleter.for_caller`), so a review's tokens land in the caller's usage ledger
+at the caller's priority.
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ class JsonCompleter:
         self._service = service  # built per call: the admission gate may be swapped at start
         self.user = user
         self.priority = priority
+
+    def for_caller(self, user: str, priority: int) -> JsonCompleter:
+        """The same completer, charging ``user``'s ledger and queued at ``priority``."""
+        return JsonCompleter(self._service, user, priority)
 
     async def complete_json(
         self, model: str, system: str, prompt: str, schema: dict[str, Any]
