@@ -184,10 +184,24 @@ def test_ollama_pull_delete(oll: ollama.Client) -> None:
         oll.delete("tiny-model:1b")
 
 
-def test_ollama_errors(oll: ollama.Client, stack: Stack) -> None:
+def test_ollama_errors(oll: ollama.Client, stack: Stack, headers: dict[str, str]) -> None:
     with pytest.raises(ollama.ResponseError) as info:
         oll.chat(model="nope", messages=MESSAGES)
     assert info.value.status_code == 404
+    # the client shows Ollama's `error` member: the problem's sentence, not a JSON document
+    assert info.value.error.startswith("Model 'nope' not found. Available models:")
+    with pytest.raises(ollama.ResponseError) as info:
+        oll.chat(model="llama3.2", messages=[])  # type: ignore[arg-type]
+    assert info.value.status_code == 422 and info.value.error.startswith("Invalid request.")
+    raw = httpx.post(stack.service.url + "/api/show", json={"model": "nope"}, headers=headers)
+    problem = raw.json()
+    assert raw.headers["content-type"] == "application/problem+json"
+    assert problem["status"] == 404 and problem["error"] == problem["detail"]
+    native = httpx.post(
+        stack.service.url + "/inference/chat", json={"model": "nope", "messages": MESSAGES},
+        headers=headers,
+    )  # fmt: skip
+    assert native.status_code == 404 and "error" not in native.json()  # only on /api/*
     stack.sim.config(fail_mode="error_after_tokens", fail_after_tokens=2)
     with pytest.raises(ollama.ResponseError):
         list(oll.chat(model="llama3.2", messages=MESSAGES, stream=True))
