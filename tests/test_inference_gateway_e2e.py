@@ -552,7 +552,13 @@ def test_unauthenticated_calls_are_401(gateway: str) -> None:
             assert_problem(resp, 401)
             assert resp.headers["www-authenticate"].startswith("Bearer"), path
         forged = anonymous.get("/api/tags", headers={"Authorization": "Bearer not-a-token"})
-        assert_problem(forged, 401)
+        problem = assert_problem(forged, 401)
+        # the gateway's own refusal on the Ollama wire format says {"error": …} too
+        assert problem["error"] == problem["detail"]
+        assert "error" not in anonymous.get("/v1/models").json()  # only on /api/*
+    with pytest.raises(ollama.ResponseError) as info:
+        ollama.Client(host=gateway).list()
+    assert info.value.status_code == 401 and not info.value.error.startswith("{")
     client = openai.OpenAI(base_url=gateway + "/v1", api_key="not-a-token", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         client.models.list()
