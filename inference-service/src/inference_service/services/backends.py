@@ -21,12 +21,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from inference_service.services.errors import (
-    BackendNotFound,
-    ModelNotFound,
-    OllamaUnavailable,
-    UpstreamStreamError,
-)
+from inference_service.services.errors import BackendNotFound, ModelNotFound, OllamaUnavailable
 from inference_service.services.model_names import normalize_model
 from inference_service.services.ollama import OllamaClient
 
@@ -266,15 +261,12 @@ class BackendPool:
 
     @asynccontextmanager
     async def use(self, backend: Backend) -> AsyncIterator[Backend]:
-        """Track one call: unavailability, and a generation that broke off mid-stream
-        (the runner crashed, ran out of memory, dropped the connection …), count against
-        the breaker; anything else heals it (a client that left is not the backend's
-        fault, nor is a request it rejected)."""
+        """Track one call: unavailability counts against the breaker, anything else heals."""
         backend.in_flight += 1
         backend.breaker.reached()
         try:
             yield backend
-        except (OllamaUnavailable, UpstreamStreamError):
+        except OllamaUnavailable:
             backend.breaker.failure()
             backend.fetched_at = float("-inf")
             raise
