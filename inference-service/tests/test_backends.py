@@ -105,6 +105,21 @@ def test_breaker_opens_and_recovers(stack: Stack, client: httpx.Client) -> None:
     assert stack.backends()[stack.a.url]["breaker"] == "closed"
 
 
+def test_failures_mid_stream_leave_the_breaker_closed(stack: Stack, client: httpx.Client) -> None:
+    """A generation that breaks off after its first tokens proved the backend reachable, and
+    the cause may be the request's own: its client gets the terminal error event, and the
+    breaker, which guards against backends that cannot be reached, is not moved by it."""
+    stack.a.config(fail_mode="error_after_tokens", fail_after_tokens=2)
+    body = {**CHAT, "stream": True}
+    for _ in range(3):  # more than the threshold (2)
+        resp = client.post("/inference/chat", json=body)
+        assert resp.status_code == 200, resp.text
+        assert [name for name, _ in sse_events(resp.text)][-1] == "error"
+    assert stack.backends()[stack.a.url]["breaker"] == "closed"
+    assert stack.a.requests("/api/chat") == 3
+    stack.a.config(fail_mode="none")
+
+
 def test_all_backends_down_is_503(stack: Stack, client: httpx.Client) -> None:
     stack.a.config(fail_mode="error_500")
     stack.b.config(fail_mode="error_500")
