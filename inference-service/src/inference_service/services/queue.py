@@ -339,9 +339,14 @@ class RedisAdmissionQueue:
     async def snapshot(self) -> QueueSnapshot:
         """Slots in use / capacity and live waiters per priority, for every known queue."""
         queues: list[QueueKeySnapshot] = []
+        listed: set[str] = set()
         for name in await self.calls.queue_names():
             backend, _, model = name.partition("|")
             keys = QueueKeys(self.settings.key_prefix, backend, model)
+            if keys.name in listed:  # a name registered before names were normalized
+                continue
+            listed.add(keys.name)
+            model = keys.model
             counts = await self.calls.counts(keys)
             capacity = self.settings.capacity(backend, model)
             queues.append(QueueKeySnapshot.from_counts(backend, model, capacity, counts))
