@@ -41,9 +41,7 @@ class FakeReviewBackend:
 
 
 def build_app(settings: ServiceSettings | None = None, backend: Any = None) -> FastAPI:
-    app = create_service_app(
-        settings or Settings(), title="t", routers=[router]
-    )
+    app = create_service_app(settings or Settings(), title="t", routers=[router])
     if backend is not None:
         app.state.review_backend = backend
     return app
