@@ -32,6 +32,7 @@ from ollama_sim.models import normalize_name
 from ollama_sim.tokens import count_tokens
 from switchboard_devtools.cluster import ClusterPlan
 from tests.support.auth_client import Login, new_user
+from tests.support.responses import assert_problem, sse_events
 
 MODEL = "llama3.2"
 EMBEDDER = "nomic-embed-text"
@@ -71,31 +72,6 @@ class Sim:
 
 def requests_to(stats: dict[str, Any], path: str) -> int:
     return int(stats["requests"].get(path, 0))
-
-
-def assert_problem(resp: httpx.Response, status: int) -> dict[str, Any]:
-    assert resp.status_code == status, resp.text
-    assert resp.headers["content-type"] == "application/problem+json"
-    body: dict[str, Any] = resp.json()
-    assert body["status"] == status
-    return body
-
-
-def sse_events(text: str) -> list[tuple[str, Any]]:
-    """``[(event, data)]`` of an SSE body (data parsed as JSON where it is JSON)."""
-    events: list[tuple[str, Any]] = []
-    for frame in text.strip().split("\n\n"):
-        event, data = "message", ""
-        for line in frame.splitlines():
-            if line.startswith("event: "):
-                event = line[7:]
-            elif line.startswith("data: "):
-                data += line[6:]
-        try:
-            events.append((event, json.loads(data)))
-        except ValueError:
-            events.append((event, data))
-    return events
 
 
 def data_lines(text: str) -> list[str]:

@@ -26,6 +26,8 @@ from switchboard_common.identity import (
 from switchboard_common.redis_client import create_redis
 from switchboard_devtools.ports import free_port
 from tests.fixtures.processes import Spawn, module_argv
+from tests.support.responses import assert_problem as assert_problem
+from tests.support.responses import sse_events as sse_events
 
 SECRET = "inference-test-secret"
 
@@ -117,34 +119,6 @@ def ident(*scopes: str, sub: str | None = None) -> dict[str, str]:
         Principal(sub=sub, username=sub, scope=list(scopes or ("inference",))), SECRET
     )
     return {IDENTITY_HEADER: value, SIGNATURE_HEADER: signature, "X-Test-Sub": sub}
-
-
-def assert_problem(resp: httpx.Response, status: int) -> dict[str, Any]:
-    assert resp.status_code == status, resp.text
-    assert resp.headers["content-type"] == "application/problem+json"
-    assert "Traceback" not in resp.text
-    body: dict[str, Any] = resp.json()
-    assert body["status"] == status
-    return body
-
-
-def sse_events(text: str) -> list[tuple[str, Any]]:
-    """``[(event, data)]`` from an SSE body (data parsed as JSON when it is)."""
-    import json
-
-    out: list[tuple[str, Any]] = []
-    for frame in text.strip().split("\n\n"):
-        event, data = "message", ""
-        for line in frame.splitlines():
-            if line.startswith("event: "):
-                event = line[7:]
-            elif line.startswith("data: "):
-                data += line[6:]
-        try:
-            out.append((event, json.loads(data)))
-        except ValueError:
-            out.append((event, data))
-    return out
 
 
 @pytest.fixture
