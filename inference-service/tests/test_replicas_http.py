@@ -334,6 +334,7 @@ async def test_a_wait_past_the_timeout_is_503_with_retry_after(
     assert "token" not in [e for e, _ in events], events
     error = events[-1][1]
     assert error["status"] == 503 and error["type"].endswith(":queue-timeout"), error
+    assert error["retry_after"] == RETRY_AFTER_S, error  # the header it could not send
     assert IMPATIENT_WAIT_S - 0.05 <= waited_streamed < IMPATIENT_WAIT_S + 1.0, waited_streamed
     assert sim.requests("/api/chat") == 2  # the holders only
 

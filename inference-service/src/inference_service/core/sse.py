@@ -27,9 +27,15 @@ def ndjson(data: Any) -> bytes:
 
 
 def error_problem(exc: BaseException) -> dict[str, Any]:
-    """The problem document for an exception raised while streaming."""
+    """The problem document for an exception raised while streaming. A ``Retry-After`` the
+    error would have sent as a header (a 503 from the queue, …) cannot follow a response
+    head already sent: it rides in the document as ``retry_after`` (seconds)."""
     if isinstance(exc, ProblemError):
-        return problem_from_error(exc)
+        body = problem_from_error(exc)
+        retry_after = (exc.headers or {}).get("Retry-After", "")
+        if retry_after.isdigit():
+            body.setdefault("retry_after", int(retry_after))
+        return body
     logger.exception("stream failed", exc_info=exc)
     return problem_body(500, detail="The stream failed unexpectedly.")
 
