@@ -8,7 +8,6 @@ from fastapi import FastAPI
 from inference_service.config import Settings
 from inference_service.core.fast_stream import PATHS as FAST_PATHS
 from inference_service.core.fast_stream import FastStreamPath
-from inference_service.core.ollama_errors import add_ollama_error_member
 from inference_service.dependencies import inference_for
 from inference_service.routes import code, generation, models, ollama_api, openai, queue, status, ws
 from inference_service.services.backends import Backend, BackendPool, CircuitBreaker
@@ -92,7 +91,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         self_traced_paths=list(FAST_PATHS),  # FastStreamPath opens their server spans
     )
-    add_ollama_error_member(app)  # problems on /api/* also say {"error": …}, as Ollama does
     # usage of generations the gateway reserved tokens for goes back to it (token budgets)
     reporter = SettlementReporter(settings.gateway_url, settings.internal_secret)
     app.state.token_reporter = reporter

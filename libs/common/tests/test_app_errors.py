@@ -31,6 +31,13 @@ async def make_thing(thing: Thing) -> Thing:
     return thing
 
 
+@router.post("/api/chat")  # a route on the Ollama wire format
+async def ollama_chat(thing: Thing) -> Thing:
+    if thing.name == "limited":
+        raise TooManyRequests("slow down", retry_after=7)
+    return thing
+
+
 @router.get("/things/{name}")
 async def get_thing(name: str) -> dict[str, str]:
     if name == "missing":
@@ -140,6 +147,25 @@ async def test_body_limit_streamed_body(client: httpx.AsyncClient) -> None:
             await asyncio.sleep(0)
 
     assert_problem(await client.post("/things", content=gen()), 413)
+
+
+async def test_problems_on_the_ollama_wire_format_carry_its_error_member(
+    client: httpx.AsyncClient,
+) -> None:
+    """Every way a problem is made (a raised problem, validation, the body limit answered
+    by a middleware, an unknown route) says ``error`` on ``/api/*``, and only there."""
+    limited = await client.post("/api/chat", json={"name": "limited", "size": 1})
+    body = assert_problem(limited, 429)
+    assert body["error"] == body["detail"] == "slow down"
+    assert limited.headers["retry-after"] == "7"
+    invalid = assert_problem(await client.post("/api/chat", json={"name": ""}), 422)
+    assert invalid["error"] == invalid["detail"]
+    too_large = assert_problem(await client.post("/api/chat", content=b"x" * 1001), 413)
+    assert too_large["error"] == too_large["detail"]
+    unknown = assert_problem(await client.get("/api/nope"), 404)
+    assert unknown["error"] == unknown["detail"]
+    elsewhere = assert_problem(await client.post("/things", json={"name": ""}), 422)
+    assert "error" not in elsewhere
 
 
 async def test_health_and_ready(client: httpx.AsyncClient) -> None:

@@ -10,18 +10,7 @@ CLOSE_POLICY_VIOLATION = 1008
 CLOSE_INTERNAL_ERROR = 1011
 
 
-OLLAMA_PREFIX = "/api/"
-
-
 async def send_problem(send: Send, status: int, detail: str, **kwargs: object) -> int:
-    """Answer with a problem. On the Ollama wire format (``/api/*``: ``instance`` is the
-    path) it also carries Ollama's ``error`` member, which Ollama's clients show (the
-    official ``ollama`` package's ``ResponseError``); RFC 9457 allows the extension."""
-    instance = kwargs.get("instance")
-    if isinstance(instance, str) and instance.startswith(OLLAMA_PREFIX):
-        extensions = kwargs.get("extensions")
-        kwargs["extensions"] = {**(extensions if isinstance(extensions, dict) else {}),
-                                "error": detail}  # fmt: skip
     start, body = problem_messages(status, detail, **kwargs)  # type: ignore[arg-type]
     await send(start)
     await send(body)

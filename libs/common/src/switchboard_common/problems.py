@@ -171,6 +171,9 @@ class GatewayTimeout(ProblemError):
     status, slug, title = 504, "gateway-timeout", "Gateway Timeout"
 
 
+OLLAMA_WIRE_PREFIX = "/api/"  # the Ollama-compatible routes (ARCHITECTURE.md)
+
+
 def problem_body(
     status: int,
     *,
@@ -182,7 +185,13 @@ def problem_body(
     trace_id: str | None = None,
     extensions: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The problem document as a dict; correlation ids default to the current request's."""
+    """The problem document as a dict; correlation ids default to the current request's.
+
+    On the Ollama wire format (``instance`` under ``/api/``) it also carries Ollama's own
+    error member, ``"error": <detail>``: Ollama's clients read that member (the official
+    ``ollama`` package raises ``ResponseError(body["error"])``, else the whole body text).
+    RFC 9457 allows extension members, so the document stays a problem for everyone else.
+    """
     default_slug, default_title = default_slug_and_title(status)
     body: dict[str, Any] = {
         "type": problem_type(slug or default_slug),
@@ -198,6 +207,8 @@ def problem_body(
     if extensions:
         for key, value in extensions.items():
             body.setdefault(key, value)
+    if instance is not None and instance.startswith(OLLAMA_WIRE_PREFIX):
+        body.setdefault("error", body.get("detail") or body["title"])
     return body
 
 
