@@ -118,6 +118,10 @@ def test_second_identical_request_is_a_hit_without_a_backend_call(
     assert totals["requests"] == 2
     assert totals["cached_requests"] == 1
     assert totals["completion_tokens"] == 2 * first.json()["usage"]["completion_tokens"]
+    # the hit's tokens are counted under the model's full name, as generations are
+    metrics = client.get("/metrics").text
+    assert 'cached_tokens_total{kind="completion",model="llama3.2:latest"}' in metrics
+    assert 'model="llama3.2"' not in metrics
 
 
 def test_ollama_generate_hit_is_the_same_json(client: httpx.Client, stack: Stack) -> None:

@@ -302,6 +302,7 @@ class ResponseCache:
         """
         prompt = int(final.get("prompt_eval_count") or 0)
         completion = int(final.get("eval_count") or 0)
+        model = normalize_model(model)  # one label per model, whichever spelling asked
         CACHED_TOKENS.labels(model, "prompt").inc(prompt)
         CACHED_TOKENS.labels(model, "completion").inc(completion)
         charge_reserved_usage(prompt, completion)  # the caller got them: they count
