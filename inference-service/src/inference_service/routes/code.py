@@ -6,8 +6,9 @@ Wiring: ``main.py`` sets ``app.state.review_backend`` to any object with
 come back null with ``review_error: "no model backend configured"``. A
 :class:`~inference_service.services.json_completion.JsonCompleter` is bound to the caller
 first: the review is queued at the caller's priority and its tokens go to the caller's
-usage ledger. The code size limit is the settings' ``code_max_bytes``
-(``INFERENCE_CODE_MAX_BYTES``, 200 KB by default).
+usage ledger. The app's settings are the inference service's ``Settings``: the size limit
+is their ``code_max_bytes`` (``INFERENCE_CODE_MAX_BYTES``, 200 KB by default) and the
+caller's priority cap comes from their tiers.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 
+from inference_service.config import Settings
 from inference_service.dependencies import HeaderPriority
 from inference_service.models.code import CodeAnalysis, CodeAnalysisRequest
 from inference_service.services.code_analysis import (
-    DEFAULT_MAX_CODE_BYTES,
     CodeAnalysisService,
     ReviewBackend,
 )
@@ -50,10 +51,9 @@ ReviewBackendDep = Annotated[ReviewBackend | None, Depends(get_review_backend)]
 async def get_code_analysis_service(
     request: Request, backend: ReviewBackendDep
 ) -> CodeAnalysisService:
-    """The service, with the size limit from settings (``code_max_bytes``; an app built
-    with plain service settings, as in some tests, gets the default)."""
-    limit = getattr(request.app.state.settings, "code_max_bytes", DEFAULT_MAX_CODE_BYTES)
-    return CodeAnalysisService(backend, max_code_bytes=limit)
+    """The service, with the size limit from the inference settings (``code_max_bytes``)."""
+    settings: Settings = request.app.state.settings
+    return CodeAnalysisService(backend, max_code_bytes=settings.code_max_bytes)
 
 
 CodeAnalysisServiceDep = Annotated[CodeAnalysisService, Depends(get_code_analysis_service)]
