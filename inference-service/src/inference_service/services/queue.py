@@ -55,7 +55,6 @@ from redis.exceptions import RedisError
 
 from inference_service.core.deferred import Deferred
 from inference_service.services.admission import AdmissionEntry
-from inference_service.services.model_names import normalize_model
 from inference_service.services.queue_calls import QueueCalls
 from inference_service.services.queue_lane import AdmissionSpan, Lane, QueueEntry
 from inference_service.services.queue_metrics import queue_metrics
@@ -192,16 +191,11 @@ class RedisAdmissionQueue:
                 await self._leave(lane.keys, priority, holder_id)
 
     def _lane(self, backend: str, model: str) -> Lane:
-        """The lane of ``backend|model``; both spellings of a model (``llama3.2``,
-        ``llama3.2:latest``) get the same lane, so they share its slots."""
+        """The lane of ``backend|model`` (per spelling; both spellings of a model name the
+        same Redis keys and capacity: :class:`QueueKeys` normalizes)."""
         lane = self._lanes.get((backend, model))
         if lane is None:
-            canonical = normalize_model(model)
-            lane = self._lanes.get((backend, canonical))
-            if lane is None:
-                lane = Lane(self.settings, backend, canonical, self.metrics)
-                self._lanes[(backend, canonical)] = lane
-            self._lanes[(backend, model)] = lane
+            lane = self._lanes[(backend, model)] = Lane(self.settings, backend, model, self.metrics)
         return lane
 
     def _hold(
